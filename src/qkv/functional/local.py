@@ -1,0 +1,97 @@
+"""Luong's local attention: attend to a window ``[p - D, p + D]`` around a position ``p``.
+
+Shape legend: ``...`` broadcast dims (typically ``(B, H)`` or ``(B,)``), ``L`` queries,
+``S`` source positions, ``D`` the window's half-width (Luong's D, an int).
+
+Luong, Pham & Manning 2015, §3.2 (seed 004): global attention reads every source position;
+local attention reads only a window around an aligned position :math:`p_t`.
+
+* local-m (monotonic): :math:`p_t = t`.
+* local-p (predictive): :math:`p_t = S \\cdot \\sigma(v_p^\\top \\tanh(W_p h_t))` (eq. 9), and the
+  softmax weights inside the window are multiplied by a Gaussian centred at :math:`p_t`,
+
+  .. math:: a_t(s) = \\mathrm{align}(h_t, \\bar h_s) \\exp\\Big(-\\frac{(s - p_t)^2}{2\\sigma^2}\\Big),
+            \\qquad \\sigma = D/2 \\quad\\text{(eq. 10)},
+
+  *after* the softmax and without renormalising, exactly as in the paper.
+
+This is the reference (it materialises an ``(..., L, S)`` window mask); :mod:`qkv.kernels`
+may compute it tile by tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from qkv.functional.attention import attend
+from qkv.functional.normalize import softmax
+from qkv.functional.output import AttentionOutput
+from qkv.masks import MaskLike, materialize
+
+__all__ = ["gaussian_window", "local_attention", "window_around"]
+
+MODES = ("local-m", "local-p")
+
+
+def window_around(position: Tensor, S: int, window: int) -> Tensor:
+    """Bool mask ``(..., L, S)``: key ``s`` is inside ``[p - D, p + D]`` for ``p = position (..., L)``."""
+    s = torch.arange(S, device=position.device, dtype=position.dtype)  # (S,)
+    return (s - position.unsqueeze(-1)).abs() <= window  # (..., L, S)
+
+
+def gaussian_window(position: Tensor, S: int, window: int) -> Tensor:
+    """Luong eq. 10's factor :math:`\\exp(-(s - p)^2 / (2\\sigma^2))`, :math:`\\sigma = D/2`, shape ``(..., L, S)``."""
+    s = torch.arange(S, device=position.device, dtype=position.dtype)  # (S,)
+    sigma = window / 2
+    return torch.exp(-((s - position.unsqueeze(-1)) ** 2) / (2 * sigma**2))  # (..., L, S)
+
+
+def local_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    position: Tensor,
+    window: int,
+    mode: str = "local-p",
+    score: str | Callable[[Tensor, Tensor], Tensor] = "dot",
+    mask: MaskLike | None = None,
+    return_weights: bool = False,
+) -> AttentionOutput:
+    """Local attention (Luong et al. 2015 §3.2) over keys within ``window`` of ``position``.
+
+    Args:
+        q: ``(..., L, D)`` queries (decoder states :math:`h_t`).
+        k: ``(..., S, D)`` keys (encoder states :math:`\\bar h_s`).
+        v: ``(..., S, Dv)`` values.
+        position: ``(..., L)`` float window centres :math:`p_t` (for local-m, the step index).
+        window: the half-width ``D`` (int >= 1).
+        mode: ``"local-m"`` (window only) or ``"local-p"`` (window and Gaussian, eq. 10).
+        score: as in :func:`qkv.attend`.
+        mask: an extra mask (e.g. source padding), True = may attend.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an int >= 1, got {window!r}")
+    if not isinstance(position, Tensor) or position.shape != q.shape[:-1]:
+        got = tuple(position.shape) if isinstance(position, Tensor) else type(position).__name__
+        raise ValueError(f"position must have shape q.shape[:-1] = {tuple(q.shape[:-1])}, got {got}")
+    position = position.to(q.dtype)
+    S = k.shape[-2]
+    in_window = window_around(position, S, window)  # (..., L, S)
+    full = in_window if mask is None else in_window & materialize(mask, q.shape[-2], S, device=q.device)
+
+    if mode == "local-m":
+        normalize = "softmax"
+    else:
+        gauss = gaussian_window(position, S, window)  # (..., L, S)
+
+        def normalize(scores: Tensor, allowed: Tensor | None) -> Tensor:
+            return softmax(scores, allowed) * gauss  # eq. 10: no renormalisation
+
+    return attend(q, k, v, score=score, mask=full, normalize=normalize, return_weights=return_weights)
+
