@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Create (or reuse) .venv and install qkv into it, editable, with the given extras.
 #
-# torch is an ordinary dependency (torch>=2.4). We install it first, pinned to
-# QKV_TORCH (default 2.13.0), only when the environment has none: on machines whose
-# pip is set up with a local CPU wheel of that version, this takes the local build
-# instead of pulling the multi-GB CUDA build from the registry; elsewhere it is a
-# normal install of that release. Set QKV_TORCH="" to let pip choose freely.
+# torch is an ordinary dependency (torch>=2.4). When the environment has none, we install it
+# first, pinned to QKV_TORCH (default 2.13.0), choosing the build:
+#   - a machine with an NVIDIA driver gets the default (CUDA) build;
+#   - otherwise the CPU build "+cpu": pip takes it from a local wheel where pip is set up with
+#     one (as on our CI machines), and from PyTorch's CPU-only index elsewhere — never the
+#     multi-GB CUDA build on a CPU-only machine.
+# Set QKV_TORCH="" to let pip choose freely.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -13,11 +15,14 @@ py="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 vpy=.venv/bin/python
 torch_pin="${QKV_TORCH-2.13.0}"
-if ! "$vpy" -c "import torch" >/dev/null 2>&1; then
-  if [ -n "$torch_pin" ]; then
-    "$vpy" -m pip install --quiet "torch==${torch_pin}"
+pip_install() { "$vpy" -m pip install --quiet "$@"; }
+if [ -n "$torch_pin" ] && ! "$vpy" -c "import torch" >/dev/null 2>&1; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    pip_install "torch==${torch_pin}"
+  elif ! pip_install "torch==${torch_pin}+cpu" 2>/dev/null; then
+    pip_install "torch==${torch_pin}" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
 spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
-"$vpy" -m pip install --quiet -e "$spec"
+pip_install -e "$spec"

@@ -163,7 +163,9 @@ class TensorMask(Mask):
                 f"mask must be a bool tensor (True = may attend), got dtype {tensor.dtype}; "
                 "pass an additive float mask as `bias=` instead"
             )
-        self.tensor = tensor
+        if tensor.dim() == 0:
+            raise ValueError("mask must have at least 1 dim (S,), got a 0-dim tensor")
+        self.tensor = tensor if tensor.dim() >= 2 else tensor.unsqueeze(0)  # (S,) -> (1, S)
 
     def tile(self, q0, q1, k0, k1, *, L, S, device):
         t = self.tensor.to(device)

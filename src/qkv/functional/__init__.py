@@ -1,7 +1,7 @@
 """Pure, stateless attention maths: scores, normalizers, and :func:`attend`."""
 
 from qkv.functional import normalize, scores
+from qkv.functional.attention import attend
 from qkv.functional.output import AttentionOutput
-from qkv.functional.attention import attend  # noqa: I001  (after output: kernels import it)
 
 __all__ = ["AttentionOutput", "attend", "normalize", "scores"]

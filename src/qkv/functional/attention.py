@@ -23,9 +23,11 @@ import torch
 from torch import Tensor
 
 from qkv import kernels
+from qkv.biases import Bias, as_bias
 from qkv.functional import normalize as norm
 from qkv.functional import scores as sc
 from qkv.functional.output import AttentionOutput
+from qkv.kernels.local import GaussianWindow
 from qkv.masks import Mask, MaskLike, as_mask
 
 __all__ = ["attend"]
@@ -88,7 +90,7 @@ def attend(
     *,
     score: str | Callable[[Tensor, Tensor], Tensor] = "scaled_dot",
     mask: MaskLike | None = None,
-    bias: Tensor | None = None,
+    bias: Tensor | Bias | None = None,
     normalize: str | Callable[[Tensor, Tensor | None], Tensor] = "softmax",
     scale: float | None = None,
     dropout: float = 0.0,
@@ -97,6 +99,7 @@ def attend(
     return_weights: bool = False,
     return_scores: bool = False,
     backend: str = "auto",
+    local_p: GaussianWindow | None = None,
 ) -> AttentionOutput:
     """Attention in its general form: score each key, mask, normalise, read the values.
 
@@ -124,8 +127,12 @@ def attend(
         generator: random source for ``normalize="sample"``.
         return_weights: also return the weights ``(..., L, S)``.
         return_scores: also return the raw scores ``(..., L, S)`` (after bias, before masking).
-        backend: ``"auto"`` (fastest that supports the call), ``"naive"`` (reference) or
-            ``"sdpa"``; see :mod:`qkv.kernels`.
+        backend: ``"auto"`` (fastest that supports the call), ``"naive"`` (reference),
+            ``"sdpa"``, ``"tiled"`` (online softmax, linear memory, any score) or ``"flex"``;
+            see :mod:`qkv.kernels`. ``return_weights``/``return_scores`` need ``"naive"``.
+        local_p: Luong's local-p (:class:`qkv.kernels.local.GaussianWindow`, eq. 10): keys
+            outside ``|s - p| <= D`` are masked and the softmax weights are multiplied by
+            ``exp(-(s - p)^2 / (2 (D/2)^2))`` without renormalising.
 
     Returns:
         :class:`AttentionOutput` with ``output (..., L, Dv)`` and, as requested, ``weights``,
@@ -154,6 +161,8 @@ def attend(
     scores_shape = (*batch_shape, L, S)
 
     score_fn, score_name = _resolve_score(score, scale)
+    if score_name is not None:  # fast kernels may never call the score function: check here
+        sc.check_same_width(score_name, q, k)
     if isinstance(normalize, str):
         if normalize not in norm.NORMALIZERS:
             raise ValueError(f"normalize must be one of {sorted(norm.NORMALIZERS)} or a callable, got {normalize!r}")
@@ -176,15 +185,26 @@ def attend(
             mshape = (*probe.shape[:-2], L, S)
         _check_broadcast("mask", mshape, scores_shape)
     if bias is not None:
-        if not isinstance(bias, Tensor) or not bias.dtype.is_floating_point:
-            got = bias.dtype if isinstance(bias, Tensor) else type(bias).__name__
-            raise TypeError(f"bias must be a floating-point tensor (additive scores), got {got}")
-        _check_broadcast("bias", _shape(bias), scores_shape)
+        if isinstance(bias, Bias):
+            probe = bias.tile(0, min(L, 1), 0, min(S, 1), L=L, S=S, device=q.device)
+            _check_broadcast("bias", (*probe.shape[:-2], L, S), scores_shape)
+        else:
+            if not isinstance(bias, Tensor) or not bias.dtype.is_floating_point:
+                got = bias.dtype if isinstance(bias, Tensor) else type(bias).__name__
+                raise TypeError(
+                    f"bias must be a floating-point tensor (additive scores) or a qkv.biases.Bias, got {got}"
+                )
+            _check_broadcast("bias", _shape(as_bias(bias).tensor), scores_shape)
+    if local_p is not None:
+        if not isinstance(local_p, GaussianWindow):
+            raise TypeError(f"local_p must be a qkv.kernels.local.GaussianWindow, got {type(local_p).__name__}")
+        _check_broadcast("local_p.position", (*local_p.position.shape, S), scores_shape)
 
     call = kernels.AttentionCall(
         q=q, k=k, v=v, score=score_fn, score_name=score_name, scale=scale, mask=lazy, bias=bias,
         normalize=normalize, dropout=float(dropout), straight_through=straight_through, generator=generator,
         return_weights=return_weights, return_scores=return_scores, batch_shape=batch_shape,
+        score_spec=score, local_p=local_p,
     )
     if S == 0:  # no keys at all: every row is fully masked
         zeros = q.new_zeros(scores_shape)

@@ -75,7 +75,9 @@ def relu(scores: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 def sparsemax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Sparsemax (Martins & Astudillo 2016, eq. 2): :math:`\\alpha = \\arg\\min_{p \\in \\Delta} \\lVert p - s \\rVert^2`.
+    """Sparsemax (Martins & Astudillo 2016, eq. 2).
+
+    :math:`\\alpha = \\arg\\min_{p \\in \\Delta} \\lVert p - s \\rVert^2`, the projection onto the simplex.
 
     Closed form :math:`\\alpha_j = \\max(s_j - \\tau, 0)` with :math:`\\tau` chosen so the row sums to 1.
     Masked keys are excluded from the simplex; fully masked rows are all zero.
@@ -109,9 +111,8 @@ def hard(scores: Tensor, mask: Tensor | None = None, *, straight_through: bool =
     p = softmax(scores, mask)
     s = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
     idx = s.argmax(dim=-1, keepdim=True)  # (..., L, 1)
-    one_hot = torch.zeros_like(p).scatter(-1, idx, 1.0)
-    if mask is not None:
-        one_hot = one_hot * mask.any(dim=-1, keepdim=True)  # fully masked rows stay zero
+    # rows with no allowed key (by mask or by -inf scores) have p == 0 and stay zero
+    one_hot = torch.zeros_like(p).scatter(-1, idx, 1.0) * (p.detach().sum(dim=-1, keepdim=True) > 0)
     if straight_through:
         return one_hot + (p - p.detach())
     return one_hot

@@ -26,12 +26,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["PARAMETER_FREE", "ScoreFn", "additive", "bilinear", "cosine", "dot", "scaled_dot"]
+__all__ = ["PARAMETER_FREE", "ScoreFn", "additive", "bilinear", "check_same_width", "cosine", "dot", "scaled_dot"]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def _same_width(name: str, q: Tensor, k: Tensor) -> None:
+def check_same_width(name: str, q: Tensor, k: Tensor) -> None:
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"score {name!r} needs queries and keys of the same width: got q {tuple(q.shape)} "
@@ -42,7 +42,7 @@ def _same_width(name: str, q: Tensor, k: Tensor) -> None:
 
 def dot(q: Tensor, k: Tensor) -> Tensor:
     """Dot-product score :math:`x^\\top q`. ``q (..., L, D)``, ``k (..., S, D)`` -> ``(..., L, S)``."""
-    _same_width("dot", q, k)
+    check_same_width("dot", q, k)
     return torch.einsum("...ld,...sd->...ls", q, k)
 
 
@@ -54,7 +54,7 @@ def scaled_dot(q: Tensor, k: Tensor, *, scale: float | None = None) -> Tensor:
             unit-variance entries, :math:`\\mathrm{Var}(x^\\top q) = D`, and the scaling restores unit
             variance so the softmax does not saturate.
     """
-    _same_width("scaled_dot", q, k)
+    check_same_width("scaled_dot", q, k)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     return torch.einsum("...ld,...sd->...ls", q * scale, k)
@@ -113,7 +113,7 @@ def cosine(q: Tensor, k: Tensor, *, eps: float = 1e-8) -> Tensor:
 
     Norms are clamped below by ``eps`` so a zero vector scores 0, not NaN.
     """
-    _same_width("cosine", q, k)
+    check_same_width("cosine", q, k)
     qn = q / q.norm(dim=-1, keepdim=True).clamp_min(eps)  # (..., L, D)
     kn = k / k.norm(dim=-1, keepdim=True).clamp_min(eps)  # (..., S, D)
     return torch.einsum("...ld,...sd->...ls", qn, kn)

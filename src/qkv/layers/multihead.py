@@ -62,9 +62,11 @@ class MultiHeadAttention(nn.Module):
         if embed_dim % num_heads:
             raise ValueError(f"num_heads ({num_heads}) must divide embed_dim ({embed_dim})")
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if isinstance(num_kv_heads, bool) or not isinstance(num_kv_heads, int) or num_kv_heads <= 0 \
-                or num_heads % num_kv_heads:
-            raise ValueError(f"num_kv_heads must be a positive divisor of num_heads ({num_heads}), got {num_kv_heads!r}")
+        kv_ok = isinstance(num_kv_heads, int) and not isinstance(num_kv_heads, bool) and num_kv_heads > 0
+        if not kv_ok or num_heads % num_kv_heads:
+            raise ValueError(
+                f"num_kv_heads must be a positive divisor of num_heads ({num_heads}), got {num_kv_heads!r}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads
@@ -79,6 +81,8 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(self.vdim, kv_width, bias=bias, **factory)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
         self.score = build_score(score, query_dim=self.head_dim, key_dim=self.head_dim)
+        if isinstance(self.score, nn.Module) and (device is not None or dtype is not None):
+            self.score.to(device=device, dtype=dtype)
         for proj in (self.q_proj, self.k_proj, self.v_proj):
             nn.init.xavier_uniform_(proj.weight)
             if proj.bias is not None:
