@@ -62,16 +62,16 @@ class Mask:
         return self.tile(0, L, 0, S, L=L, S=S, device=torch.device(device or "cpu"))
 
     def __and__(self, other: MaskLike) -> Mask:
-        return _And(self, as_mask(other))
+        return _all_of(self, as_mask(other))
 
     def __rand__(self, other: MaskLike) -> Mask:
-        return _And(as_mask(other), self)
+        return _all_of(as_mask(other), self)
 
     def __or__(self, other: MaskLike) -> Mask:
-        return _Or(self, as_mask(other))
+        return _any_of(self, as_mask(other))
 
     def __ror__(self, other: MaskLike) -> Mask:
-        return _Or(as_mask(other), self)
+        return _any_of(as_mask(other), self)
 
 
 MaskLike = Mask | Tensor
@@ -180,41 +180,36 @@ class TensorMask(Mask):
         return f"TensorMask(shape={tuple(self.tensor.shape)})"
 
 
-class _And(Mask):
-    def __init__(self, *parts: Mask) -> None:
-        self.parts = parts
+class _Combined(Mask):
+    """Intersection (``all_=True``) or union (``all_=False``) of masks."""
+
+    def __init__(self, parts: tuple[Mask, ...], *, all_: bool) -> None:
+        self.parts, self.all_ = parts, all_
 
     def tile(self, q0, q1, k0, k1, *, L, S, device):
         out = self.parts[0].tile(q0, q1, k0, k1, L=L, S=S, device=device)
         for p in self.parts[1:]:
-            out = out & p.tile(q0, q1, k0, k1, L=L, S=S, device=device)
+            t = p.tile(q0, q1, k0, k1, L=L, S=S, device=device)
+            out = out & t if self.all_ else out | t
         return out
 
     def kv_bounds(self, q0, q1, *, L, S):
-        bounds = [p.kv_bounds(q0, q1, L=L, S=S) for p in self.parts]
-        lo = max(b[0] for b in bounds)
-        return lo, max(lo, min(b[1] for b in bounds))
+        los, his = zip(*(p.kv_bounds(q0, q1, L=L, S=S) for p in self.parts), strict=True)
+        if self.all_:
+            lo = max(los)
+            return lo, max(lo, min(his))
+        return min(los), max(his)
 
     def __repr__(self) -> str:
-        return " & ".join(map(repr, self.parts))
+        return "(" + (" & " if self.all_ else " | ").join(map(repr, self.parts)) + ")"
 
 
-class _Or(Mask):
-    def __init__(self, *parts: Mask) -> None:
-        self.parts = parts
+def _all_of(*parts: Mask) -> Mask:
+    return _Combined(parts, all_=True)
 
-    def tile(self, q0, q1, k0, k1, *, L, S, device):
-        out = self.parts[0].tile(q0, q1, k0, k1, L=L, S=S, device=device)
-        for p in self.parts[1:]:
-            out = out | p.tile(q0, q1, k0, k1, L=L, S=S, device=device)
-        return out
 
-    def kv_bounds(self, q0, q1, *, L, S):
-        bounds = [p.kv_bounds(q0, q1, L=L, S=S) for p in self.parts]
-        return min(b[0] for b in bounds), max(b[1] for b in bounds)
-
-    def __repr__(self) -> str:
-        return "(" + " | ".join(map(repr, self.parts)) + ")"
+def _any_of(*parts: Mask) -> Mask:
+    return _Combined(parts, all_=False)
 
 
 def as_mask(mask: MaskLike) -> Mask:
@@ -262,11 +257,11 @@ def and_(*masks: MaskLike) -> Mask:
     """Intersection: attend where every mask allows it."""
     if not masks:
         raise ValueError("and_: needs at least one mask")
-    return _And(*map(as_mask, masks))
+    return _all_of(*map(as_mask, masks))
 
 
 def or_(*masks: MaskLike) -> Mask:
     """Union: attend where any mask allows it."""
     if not masks:
         raise ValueError("or_: needs at least one mask")
-    return _Or(*map(as_mask, masks))
+    return _any_of(*map(as_mask, masks))

@@ -7,7 +7,8 @@ gradient, never NaN (ARCHITECTURE.md, "Conventions").
 
 * :func:`softmax` — the attention distribution :math:`\\alpha = \\mathrm{softmax}(s)` (seed 001 §8.2).
 * :func:`relu` — the lecture's "not necessarily softmax, ReLU also works" (seed 003):
-  :math:`\\alpha_j = \\mathrm{ReLU}(s_j) / n`, with ``n`` the number of allowed keys. It is *not*
+  :math:`\\alpha_j = \\mathrm{ReLU}(s_j) / n`, with ``n`` the number of allowed keys (not masked,
+  score not ``-inf``). It is *not*
   a distribution (rows need not sum to 1); dividing by ``n`` keeps the output's scale
   independent of the sequence length (Wortsman et al. 2023, "Replacing softmax with ReLU in
   vision transformers").
@@ -66,12 +67,11 @@ def softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
 
 def relu(scores: Tensor, mask: Tensor | None = None) -> Tensor:
     """:math:`\\alpha_j = \\mathrm{ReLU}(s_j) / n` with ``n`` allowed keys in the row (not a distribution)."""
-    w = torch.relu(scores)
-    if mask is None:
-        return w / scores.shape[-1]
-    mask = mask.expand_as(scores)
-    n = mask.sum(dim=-1, keepdim=True).clamp_min(1).to(scores.dtype)  # (..., L, 1)
-    return torch.where(mask, w, torch.zeros_like(w)) / n
+    allowed = scores > float("-inf")  # a -inf score (from a bias) forbids a key, as a mask does
+    if mask is not None:
+        allowed = allowed & mask
+    n = allowed.sum(dim=-1, keepdim=True).clamp_min(1).to(scores.dtype)  # (..., L, 1)
+    return torch.where(allowed, torch.relu(scores), torch.zeros_like(scores)) / n
 
 
 def sparsemax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -139,7 +139,7 @@ def sample(
     allowed = ~empty.reshape(*p.shape[:-1], 1)
     one_hot = torch.zeros_like(p).scatter(-1, idx, 1.0) * allowed
     log_prob = torch.where(allowed, logp.gather(-1, idx), torch.zeros_like(p[..., :1]))
-    return one_hot.to(scores.dtype), log_prob.squeeze(-1)
+    return one_hot.to(scores.dtype), log_prob.squeeze(-1).to(scores.dtype)
 
 
 #: Normalizers by name, with signature ``(scores, mask) -> weights``. ``hard`` and ``sample``

@@ -68,10 +68,10 @@ def bilinear(q: Tensor, k: Tensor, *, weight: Tensor) -> Tensor:
         k: ``(..., S, Dk)``.
         weight: ``(Dk, Dq)``, the matrix :math:`W`.
     """
-    if weight.dim() != 2 or weight.shape != (k.shape[-1], q.shape[-1]):
+    if weight.shape != (k.shape[-1], q.shape[-1]):
         raise ValueError(
             f"bilinear: weight must have shape (Dk, Dq) = ({k.shape[-1]}, {q.shape[-1]}) for "
-            f"q {tuple(q.shape)} and k {tuple(k.shape)}, got {tuple(weight.shape)}"
+            f"q {tuple(q.shape)} and k {tuple(k.shape)}, got weight {tuple(weight.shape)}"
         )
     wq = torch.einsum("ed,...ld->...le", weight, q)  # (..., L, Dk)
     return torch.einsum("...le,...se->...ls", wq, k)
@@ -94,11 +94,12 @@ def additive(
         v: ``(A,)``.
         bias: optional ``(A,)``.
     """
-    A = v.shape[-1]
-    if v.dim() != 1 or w_q.shape != (A, q.shape[-1]) or w_k.shape != (A, k.shape[-1]):
+    A = v.shape[0] if v.dim() == 1 else -1
+    if A < 0 or w_q.shape != (A, q.shape[-1]) or w_k.shape != (A, k.shape[-1]):
         raise ValueError(
-            f"additive: expected w_q (A, Dq) = ({A}, {q.shape[-1]}), w_k (A, Dk) = ({A}, {k.shape[-1]}) "
-            f"and v (A,); got w_q {tuple(w_q.shape)}, w_k {tuple(w_k.shape)}, v {tuple(v.shape)}"
+            f"additive: for q {tuple(q.shape)} and k {tuple(k.shape)} expected w_q (A, Dq) = (A, {q.shape[-1]}), "
+            f"w_k (A, Dk) = (A, {k.shape[-1]}) and v (A,) with one A; got w_q {tuple(w_q.shape)}, "
+            f"w_k {tuple(w_k.shape)}, v {tuple(v.shape)}"
         )
     hq = torch.einsum("ad,...ld->...la", w_q, q)  # (..., L, A)
     hk = torch.einsum("ad,...sd->...sa", w_k, k)  # (..., S, A)
