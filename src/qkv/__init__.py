@@ -3,9 +3,18 @@
 The core is :func:`attend` — score, mask, normalise, read — and the layers built on it.
 """
 
-from qkv import masks, scores
+from qkv import biases, masks, scores
 from qkv.functional import AttentionOutput, attend
 from qkv.layers import Attention, LocalAttention, MultiHeadAttention
 
-__all__ = ["Attention", "AttentionOutput", "LocalAttention", "MultiHeadAttention", "attend", "masks", "scores"]
+__all__ = [
+    "Attention",
+    "AttentionOutput",
+    "LocalAttention",
+    "MultiHeadAttention",
+    "attend",
+    "biases",
+    "masks",
+    "scores",
+]
 __version__ = "0.1.0"

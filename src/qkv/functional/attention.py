@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from qkv import kernels
-from qkv.biases import Bias, as_bias
+from qkv.biases import Bias
 from qkv.functional import normalize as norm
 from qkv.functional import scores as sc
 from qkv.functional.output import AttentionOutput
@@ -194,7 +194,8 @@ def attend(
                 raise TypeError(
                     f"bias must be a floating-point tensor (additive scores) or a qkv.biases.Bias, got {got}"
                 )
-            _check_broadcast("bias", _shape(as_bias(bias).tensor), scores_shape)
+            _check_broadcast("bias", _shape(bias), scores_shape)
+            bias = bias.to(q.dtype)  # scores, weights and output keep q's dtype
     if local_p is not None:
         if not isinstance(local_p, GaussianWindow):
             raise TypeError(f"local_p must be a qkv.kernels.local.GaussianWindow, got {type(local_p).__name__}")
@@ -208,8 +209,9 @@ def attend(
     )
     if S == 0:  # no keys at all: every row is fully masked
         zeros = q.new_zeros(scores_shape)
+        connected = (q.sum() + k.sum() + v.sum()) * 0  # zero output, but still part of the graph
         return AttentionOutput(
-            output=v.new_zeros((*batch_shape, L, v.shape[-1])),
+            output=v.new_zeros((*batch_shape, L, v.shape[-1])) + connected,
             weights=zeros if return_weights else None,
             scores=zeros if return_scores else None,
             log_prob=q.new_zeros((*batch_shape, L)) if normalize == "sample" else None,

@@ -15,38 +15,25 @@ local attention reads only a window around an aligned position :math:`p_t`.
 
   *after* the softmax and without renormalising, exactly as in the paper.
 
-This is the reference (it materialises an ``(..., L, S)`` window mask); :mod:`qkv.kernels`
-may compute it tile by tile.
+The window is a lazy mask (:func:`qkv.kernels.local.around`) and local-p's Gaussian a
+:class:`qkv.kernels.local.GaussianWindow` handed to :func:`qkv.attend`, so a large problem runs
+on the tiled kernel in linear memory; ``backend="naive"`` materialises both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
 from qkv.functional.attention import attend
-from qkv.functional.normalize import softmax
 from qkv.functional.output import AttentionOutput
-from qkv.masks import MaskLike, materialize
+from qkv.kernels.local import GaussianWindow, around
+from qkv.masks import MaskLike
 
-__all__ = ["gaussian_window", "local_attention", "window_around"]
+__all__ = ["MODES", "local_attention"]
 
 MODES = ("local-m", "local-p")
-
-
-def window_around(position: Tensor, S: int, window: int) -> Tensor:
-    """Bool mask ``(..., L, S)``: key ``s`` is inside ``[p - D, p + D]`` for ``p = position (..., L)``."""
-    s = torch.arange(S, device=position.device, dtype=position.dtype)  # (S,)
-    return (s - position.unsqueeze(-1)).abs() <= window  # (..., L, S)
-
-
-def gaussian_window(position: Tensor, S: int, window: int) -> Tensor:
-    """Luong eq. 10's factor :math:`\\exp(-(s - p)^2 / (2\\sigma^2))`, :math:`\\sigma = D/2`, shape ``(..., L, S)``."""
-    s = torch.arange(S, device=position.device, dtype=position.dtype)  # (S,)
-    sigma = window / 2
-    return torch.exp(-((s - position.unsqueeze(-1)) ** 2) / (2 * sigma**2))  # (..., L, S)
 
 
 def local_attention(
@@ -60,6 +47,7 @@ def local_attention(
     score: str | Callable[[Tensor, Tensor], Tensor] = "dot",
     mask: MaskLike | None = None,
     return_weights: bool = False,
+    backend: str = "auto",
 ) -> AttentionOutput:
     """Local attention (Luong et al. 2015 §3.2) over keys within ``window`` of ``position``.
 
@@ -67,11 +55,14 @@ def local_attention(
         q: ``(..., L, D)`` queries (decoder states :math:`h_t`).
         k: ``(..., S, D)`` keys (encoder states :math:`\\bar h_s`).
         v: ``(..., S, Dv)`` values.
-        position: ``(..., L)`` float window centres :math:`p_t` (for local-m, the step index).
+        position: ``(..., L)`` float window centres :math:`p_t` (for local-m, the step index);
+            differentiable for local-p, whose eq. 9 predicts them.
         window: the half-width ``D`` (int >= 1).
         mode: ``"local-m"`` (window only) or ``"local-p"`` (window and Gaussian, eq. 10).
         score: as in :func:`qkv.attend`.
         mask: an extra mask (e.g. source padding), True = may attend.
+        return_weights: also return the weights ``(..., L, S)``.
+        backend: as in :func:`qkv.attend`.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -81,17 +72,10 @@ def local_attention(
         got = tuple(position.shape) if isinstance(position, Tensor) else type(position).__name__
         raise ValueError(f"position must have shape q.shape[:-1] = {tuple(q.shape[:-1])}, got {got}")
     position = position.to(q.dtype)
-    S = k.shape[-2]
-    in_window = window_around(position, S, window)  # (..., L, S)
-    full = in_window if mask is None else in_window & materialize(mask, q.shape[-2], S, device=q.device)
-
     if mode == "local-m":
-        normalize = "softmax"
-    else:
-        gauss = gaussian_window(position, S, window)  # (..., L, S)
-
-        def normalize(scores: Tensor, allowed: Tensor | None) -> Tensor:
-            return softmax(scores, allowed) * gauss  # eq. 10: no renormalisation
-
-    return attend(q, k, v, score=score, mask=full, normalize=normalize, return_weights=return_weights)
-
+        in_window = around(position, window)
+        return attend(q, k, v, score=score, mask=in_window if mask is None else in_window & mask,
+                      return_weights=return_weights, backend=backend)
+    # local-p: attend adds the window to the mask and multiplies the weights by the Gaussian (eq. 10)
+    return attend(q, k, v, score=score, mask=mask, local_p=GaussianWindow(position, window),
+                  return_weights=return_weights, backend=backend)

@@ -27,8 +27,9 @@ def naive(call: AttentionCall) -> AttentionOutput:
         got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
         raise ValueError(f"score must return scores of shape (..., L, S) = (..., {call.L}, {call.S}), got {got}")
     if call.bias is not None:
-        scores = scores + call.bias
-    mask = None if call.mask is None else call.mask.materialize(call.L, call.S, device=q.device)
+        scores = scores + call.lazy_bias.materialize(call.L, call.S, device=q.device)
+    full_mask = call.full_mask()
+    mask = None if full_mask is None else full_mask.materialize(call.L, call.S, device=q.device)
 
     log_prob = None
     if call.normalize == "sample":
@@ -41,6 +42,8 @@ def naive(call: AttentionCall) -> AttentionOutput:
         weights = call.normalize(scores, mask)
         if mask is not None:  # a user normalizer must not leak weight onto masked keys
             weights = weights.masked_fill(~mask, 0.0)
+    if call.local_p is not None:  # Luong eq. 10: the Gaussian multiplies the weights, no renormalising
+        weights = weights * call.local_p.materialize(call.S).to(weights.dtype)
     read = F.dropout(weights, call.dropout) if call.dropout > 0 else weights
     output = torch.einsum("...ls,...sv->...lv", read.to(v.dtype), v)  # (..., L, Dv)
     return AttentionOutput(

@@ -26,6 +26,7 @@ def sdpa_supports(call: AttentionCall) -> bool:
         and call.normalize == "softmax"
         and not call.return_weights
         and not call.return_scores
+        and call.local_p is None
     )
 
 
@@ -36,23 +37,24 @@ def sdpa(call: AttentionCall) -> AttentionOutput:
     k = k.expand(*shape, *k.shape[-2:])
     v = v.expand(*shape, *v.shape[-2:])
     scale = call.sdpa_scale()
+    bias = None if call.bias is None else call.lazy_bias.materialize(call.L, call.S, device=q.device)
 
-    if call.bias is None and isinstance(call.mask, _Causal) and call.mask.align == "top_left" and call.L <= call.S:
+    if bias is None and isinstance(call.mask, _Causal) and call.mask.align == "top_left" and call.L <= call.S:
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=call.dropout, is_causal=True, scale=scale)
         return AttentionOutput(output=out)
-    if call.mask is None and call.bias is None:
+    if call.mask is None and bias is None:
         return AttentionOutput(output=F.scaled_dot_product_attention(q, k, v, dropout_p=call.dropout, scale=scale))
 
     allowed = None if call.mask is None else call.mask.materialize(call.L, call.S, device=q.device)
-    if call.bias is not None:
-        finite = call.bias > float("-inf")
+    if bias is not None:
+        finite = bias > float("-inf")
         allowed = finite if allowed is None else allowed & finite
     any_allowed = allowed.any(dim=-1, keepdim=True)  # (..., L, 1)
     attendable = allowed | ~any_allowed  # empty rows attend everywhere, zeroed below
-    if call.bias is None:
+    if bias is None:
         attn_mask = attendable
     else:
-        bias = torch.where(attendable & any_allowed, call.bias, torch.zeros_like(call.bias))
+        bias = torch.where(attendable & any_allowed, bias, torch.zeros_like(bias))
         attn_mask = bias.to(q.dtype).masked_fill(~attendable, float("-inf"))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=call.dropout, scale=scale)
     return AttentionOutput(output=out * any_allowed.to(out.dtype))

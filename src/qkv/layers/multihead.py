@@ -20,6 +20,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from qkv import masks as M
+from qkv.biases import Bias
 from qkv.functional.attention import attend
 from qkv.functional.output import AttentionOutput
 from qkv.layers._common import ScoreArg, build_score, check_input
@@ -99,7 +100,7 @@ class MultiHeadAttention(nn.Module):
         key_mask: Tensor | None = None,
         attn_mask: M.MaskLike | None = None,
         causal: bool = False,
-        bias: Tensor | None = None,
+        bias: Tensor | Bias | None = None,
         need_weights: bool = False,
         average_weights: bool = True,
     ) -> AttentionOutput:
@@ -113,7 +114,8 @@ class MultiHeadAttention(nn.Module):
             attn_mask: bool, True = may attend, broadcastable to ``(L, S)``, ``(B, L, S)`` or
                 ``(B, H, L, S)``; or a lazy :class:`qkv.masks.Mask`.
             causal: forbid attending to later positions (top-left aligned).
-            bias: additive float scores broadcastable to ``(B, H, L, S)`` (e.g. relative positions).
+            bias: additive float scores broadcastable to ``(B, H, L, S)``, or a lazy :mod:`qkv.biases`
+                bias (ALiBi, relative positions).
             need_weights: also return the attention weights.
             average_weights: return weights averaged over heads ``(B, L, S)`` instead of ``(B, H, L, S)``.
 

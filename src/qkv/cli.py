@@ -1,0 +1,245 @@
+"""The ``qkv`` command line: find, run and report experiments.
+
+    qkv list                                   registered experiments, one line each
+    qkv run NAME [--set k=v ...] [--quick] [--out DIR] [--resume] [--seed N] [--data-dir PATH]
+    qkv tour [--quick] [--out DIR]             every experiment, one HTML report
+    qkv report DIR                             re-render index.html from saved results
+    qkv bench [--sizes ...] [--scores ...]     attention backends: time and peak memory (qkv.kernels.bench)
+
+Exit codes: 0 success, 1 runtime failure, 2 usage error (bad arguments, unknown experiment,
+bad ``--set``), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _err(message: str) -> None:
+    print(f"qkv: error: {message}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qkv",
+        description="Attention mechanisms and external memory: run the classic experiments and look at "
+        "what attention did.",
+        epilog="Examples:\n  qkv list\n  qkv run seq2seq-attention --quick\n"
+        "  qkv run seq2seq-attention --set train.max_steps=500 --set model.hidden=64\n"
+        "  qkv tour --quick --out runs/tour\n  qkv report runs/tour",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    try:
+        from importlib.metadata import version
+
+        parser.add_argument("--version", action="version", version=f"qkv {version('qkv')}")
+    except Exception:  # pragma: no cover - not installed
+        pass
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("list", help="list registered experiments", description="List registered experiments.")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show targets and settable --set keys")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--quick", action="store_true", help="the quick configuration (under a minute each on a CPU)")
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same metrics")
+        p.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run in --out from its checkpoints (same options as before)")
+        p.add_argument("--data-dir", metavar="PATH", default=None,
+                       help="directory holding datasets (e.g. fra.txt for translation-fra-eng)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument("--threads", type=int, default=1, metavar="N",
+                       help="torch CPU threads (default 1: these models are small and one thread is fastest)")
+
+    p = sub.add_parser("run", help="run one experiment", description="Run one experiment into a run directory "
+                       "(config.json, metrics.jsonl, checkpoints/, figures/, summary.json, index.html).",
+                       epilog="`qkv list -v` shows each experiment's targets and --set keys; "
+                       "`qkv run NAME --print-config` its resolved config.")
+    p.add_argument("name", help="experiment name (see `qkv list`)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.max_steps=200 (repeatable)")
+    p.add_argument("--out", metavar="DIR", default=None, help="run directory (default runs/NAME)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    common(p)
+
+    p = sub.add_parser("tour", help="run every experiment and write one HTML report",
+                       description="Run every registered experiment and write one HTML report.")
+    p.add_argument("--out", metavar="DIR", default="runs/tour", help="output directory (default runs/tour)")
+    p.add_argument("--only", action="append", metavar="NAME", default=None,
+                   help="run only this experiment (repeatable)")
+    p.add_argument("--full", action="store_true", help="full configurations (overrides --quick)")
+    common(p)
+
+    p = sub.add_parser("report", help="re-render the HTML report from saved results",
+                       description="Re-render figures and index.html from the results saved in DIR "
+                       "(a run directory or a tour directory).")
+    p.add_argument("dir", metavar="DIR", help="run or tour directory")
+
+    # `qkv bench ...` is handed to qkv.kernels.bench.main before parsing (see main); listed here for --help
+    sub.add_parser("bench", help="time and peak memory of the attention backends (qkv bench --help)")
+    return parser
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from qkv.experiments.config import config_keys
+    from qkv.experiments.registry import all_experiments, broken_modules
+
+    experiments = all_experiments()
+    width = max((len(e.name) for e in experiments), default=10)
+    for e in experiments:
+        print(f"{e.name:<{width}}  {e.description}")
+        if args.verbose:
+            for t in e.targets:
+                print(f"{'':<{width}}    target: {t.metric} {t.op} {t.value:g}  {t.description}")
+            keys = config_keys(e.default_config())
+            print(f"{'':<{width}}    --set keys: {', '.join(keys)}")
+    for module, tb in broken_modules().items():
+        print(f"(experiment module qkv.experiments.{module} failed to import: "
+              f"{tb.strip().splitlines()[-1]})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"{summary['experiment']}: {summary['status']} in {summary['elapsed_s']:.1f}s"
+          f" ({'quick' if summary['quick'] else 'full'} run, seed {summary['seed']})")
+    for k, v in summary["metrics"].items():
+        print(f"  {k:<34} {v:.4g}" if isinstance(v, float) else f"  {k:<34} {v}")
+    for t in summary["targets"]:
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        extra = " (quick run)" if summary["quick"] and t["met"] is False else ""
+        print(f"  target {t['metric']} {t['op']} {t['value']:g}: {verdict}{extra}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import json
+
+    from qkv.experiments.config import config_to_dict
+    from qkv.experiments.registry import get
+    from qkv.experiments.runner import build_config, run_experiment
+    from qkv.viz.report import write_report
+
+    if args.print_config:
+        config = build_config(get(args.name), quick=args.quick, overrides=args.overrides, data_dir=args.data_dir)
+        print(json.dumps(config_to_dict(config), indent=2))
+        return EXIT_OK
+    out = Path(args.out) if args.out else Path("runs") / args.name
+    summary = run_experiment(
+        args.name, overrides=args.overrides, quick=args.quick, out=out, resume=args.resume, force=args.force,
+        seed=args.seed, data_dir=args.data_dir, progress=not args.no_progress,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    _print_summary(summary)
+    report = write_report(out, title=f"qkv: {args.name}")
+    print(f"report: {report.resolve()}")
+    return EXIT_OK
+
+
+def _cmd_tour(args: argparse.Namespace) -> int:
+    from qkv.experiments.runner import run_tour
+    from qkv.viz.report import write_report
+
+    quick = args.quick and not args.full
+    summaries = run_tour(quick=quick, out=args.out, seed=args.seed, data_dir=args.data_dir, resume=args.resume,
+                         progress=not args.no_progress, only=args.only, log=lambda m: print(m, file=sys.stderr))
+    report = write_report(args.out, title="qkv tour" + (" (quick)" if quick else ""))
+    failed = [s["experiment"] for s in summaries if s["status"] == "failed"]
+    skipped = [s["experiment"] for s in summaries if s["status"] == "skipped"]
+    print(f"{len(summaries)} experiment(s): {len(summaries) - len(failed) - len(skipped)} ok, "
+          f"{len(skipped)} skipped, {len(failed)} failed")
+    for s in summaries:
+        if s["status"] == "skipped":
+            print(f"  {s['experiment']} skipped: {s['notes'][0] if s['notes'] else ''}")
+    print(f"report: {report.resolve()}")
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from qkv.experiments.config import config_from_dict
+    from qkv.experiments.registry import UnknownExperiment, get
+    from qkv.experiments.runner import redraw_figures
+    from qkv.train.checkpoint import atomic_write_text
+    from qkv.viz.report import find_runs, write_report
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        _err(f"report: {str(root)!r} is not a directory")
+        return EXIT_USAGE
+    runs = find_runs(root)
+    if not runs:
+        _err(f"report: no run found in {str(root)!r} (no summary.json in it or its subdirectories)")
+        return EXIT_FAILURE
+    for run_dir in runs:  # redraw figures from the saved data where the experiment is known
+        summary = json.loads((run_dir / "summary.json").read_text())
+        cfg_file = run_dir / "config.json"
+        if summary.get("status") != "ok" or not cfg_file.exists():
+            continue
+        try:
+            experiment = get(summary["experiment"])
+            config = config_from_dict(experiment.Config, json.loads(cfg_file.read_text())["config"])
+            figures = redraw_figures(experiment, run_dir, config)
+        except (UnknownExperiment, FileNotFoundError, KeyError, TypeError, ValueError) as e:
+            print(f"note: kept the saved figures of {run_dir} ({type(e).__name__}: {e})", file=sys.stderr)
+            continue
+        summary["figures"] = [{"path": f.path, "caption": f.caption} for f in figures]
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    report = write_report(root, title="qkv report")
+    print(f"report: {report.resolve()}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qkv`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the benchmark has its own options (qkv.kernels.bench)
+        from qkv.kernels.bench import main as bench_main
+
+        return bench_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits with 2 on usage errors
+    if getattr(args, "no_progress", False):
+        os.environ["QKV_NO_PROGRESS"] = "1"
+    from qkv.experiments.config import ConfigError
+    from qkv.experiments.registry import UnknownExperiment
+    from qkv.experiments.runner import RunError
+    from qkv.train.checkpoint import CheckpointError
+
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            parser.error(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    handlers = {"list": _cmd_list, "run": _cmd_run, "tour": _cmd_tour, "report": _cmd_report}
+    try:
+        return handlers[args.command](args)
+    except (UnknownExperiment, ConfigError) as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except (RunError, CheckpointError) as e:
+        _err(str(e))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _err("interrupted; continue with --resume")
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a runtime failure: one clear line (QKV_DEBUG=1 shows the traceback)
+        if os.environ.get("QKV_DEBUG"):
+            raise
+        _err(f"{type(e).__name__}: {e} (set QKV_DEBUG=1 for the traceback)")
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Run one experiment into a run directory, or all of them (the tour).
+
+A run directory holds:
+
+* ``config.json``  — experiment name, seed, quick flag, the full Config and its hash;
+* ``metrics.jsonl`` — training and evaluation records (:class:`qkv.train.MetricsLog`);
+* ``checkpoints/<variant>.safetensors`` — resumable checkpoints with JSON metadata;
+* ``figures/`` — PNG/SVG pictures (learning curves, attention heatmaps, ...);
+* ``summary.json`` — final metrics, targets and whether they were met, tables, notes, figures.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from qkv.experiments.base import DataUnavailable, Experiment, Figure, RunContext
+from qkv.experiments.config import ConfigError, apply_overrides, config_hash, config_keys, config_to_dict
+from qkv.experiments.registry import all_experiments, get
+from qkv.train.checkpoint import atomic_write_text
+from qkv.train.metrics_log import MetricsLog
+from qkv.train.seeding import seed_everything
+
+__all__ = ["RunError", "build_config", "redraw_figures", "run_experiment", "run_tour"]
+
+_RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "index.html")
+_RUN_DIRS = ("checkpoints", "figures")
+
+
+class RunError(RuntimeError):
+    """A run cannot start (existing directory, mismatching config on resume, ...)."""
+
+
+def build_config(experiment: Experiment, *, quick: bool, overrides: list[str] | tuple[str, ...] = (),
+                 data_dir: str | None = None) -> Any:
+    """The experiment's (quick or full) Config with ``--data-dir`` and ``--set`` overrides applied."""
+    config = experiment.quick_config() if quick else experiment.default_config()
+    if data_dir is not None:
+        if "data_dir" not in config_keys(config):
+            raise ConfigError(f"--data-dir: experiment {experiment.name!r} reads no dataset (it has no data_dir)")
+        config = apply_overrides(config, [f"data_dir={data_dir}"])
+    return apply_overrides(config, list(overrides))
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    try:
+        from importlib.metadata import version
+
+        qkv_version = version("qkv")
+    except Exception:
+        qkv_version = "unknown"
+    return {"qkv": qkv_version, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _learning_curves(run_dir: Path) -> list[Figure]:
+    from qkv.viz.curves import plot_learning_curves
+
+    records = MetricsLog(run_dir / "metrics.jsonl").read()
+    if not any(r.get("split") == "train" for r in records):
+        return []
+    path = run_dir / "figures" / "learning_curves.png"
+    plot_learning_curves(records, path)
+    return [Figure("figures/learning_curves.png", "Learning curves: training loss and evaluation metrics per variant.")]
+
+
+def redraw_figures(experiment: Experiment, run_dir: Path, config: Any) -> list[Figure]:
+    """Learning curves plus the experiment's own figures, drawn from files in ``run_dir``."""
+    figures = _learning_curves(run_dir)
+    figures.extend(experiment.figures(run_dir, config))
+    return figures
+
+
+def _clear(run_dir: Path) -> None:
+    for name in _RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for name in _RUN_DIRS:
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def run_experiment(
+    name: str,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    quick: bool = False,
+    out: str | Path | None = None,
+    resume: bool = False,
+    force: bool = False,
+    seed: int = 0,
+    data_dir: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run experiment ``name`` into ``out`` (default ``runs/NAME``) and return its summary.
+
+    Raises:
+        qkv.experiments.UnknownExperiment: no such experiment.
+        qkv.experiments.ConfigError: a bad ``--set``.
+        RunError: ``out`` already holds a run and neither ``resume`` nor ``force`` was given, or
+            ``resume`` with a config different from the saved one.
+        qkv.train.CheckpointError: a checkpoint to resume from is unreadable.
+    """
+    experiment = get(name)
+    config = build_config(experiment, quick=quick, overrides=overrides, data_dir=data_dir)
+    run_dir = Path(out) if out is not None else Path("runs") / name
+    spec = {"experiment": name, "seed": seed, "quick": quick, "config": config_to_dict(config)}
+    digest = config_hash(spec)
+    saved = run_dir / "config.json"
+    if saved.exists():
+        if resume:
+            try:
+                old = json.loads(saved.read_text())
+            except json.JSONDecodeError as e:
+                raise RunError(f"{saved} is not valid JSON ({e}); cannot resume from it") from None
+            if old.get("config_hash") != digest:
+                raise RunError(
+                    f"--resume: {run_dir} holds a run of {old.get('experiment')!r} with seed={old.get('seed')}, "
+                    f"quick={old.get('quick')} and config hash {old.get('config_hash')}, but this command asks for "
+                    f"{name!r} with seed={seed}, quick={quick}, hash {digest}; repeat the original options"
+                )
+        elif force:
+            _clear(run_dir)
+        else:
+            raise RunError(
+                f"{run_dir} already holds a run; pass --resume to continue it, --force to overwrite it, "
+                "or --out DIR for a new one"
+            )
+    elif resume:
+        log(f"note: --resume but {run_dir} holds no run yet; starting from scratch")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved, json.dumps({**spec, "config_hash": digest}, indent=2, sort_keys=True) + "\n")
+
+    seed_everything(seed)
+    ctx = RunContext(run_dir=run_dir, seed=seed, quick=quick, resume=resume, progress=progress,
+                     config_hash=digest, metrics=MetricsLog(run_dir / "metrics.jsonl"), log=log)
+    t0 = time.perf_counter()
+    status, notes, tables, metrics, error = "ok", [], [], {}, None
+    try:
+        result = experiment.run(config, ctx)
+        metrics, tables, notes = result.metrics, result.tables, list(result.notes)
+    except DataUnavailable as e:
+        status, notes = "skipped", [str(e)]
+        log(f"[{name}] skipped: {e}")
+    elapsed = time.perf_counter() - t0
+    figures: list[Figure] = []
+    if status == "ok":
+        try:
+            figures = redraw_figures(experiment, run_dir, config)
+        except Exception:  # a broken plot must not lose the numbers
+            error = traceback.format_exc(limit=4)
+            notes.append("drawing the figures failed:\n" + error)
+    summary = {
+        "experiment": name,
+        "description": experiment.description,
+        "status": status,
+        "quick": quick,
+        "seed": seed,
+        "config_hash": digest,
+        "metrics": metrics,
+        "targets": [
+            {"metric": t.metric, "op": t.op, "value": t.value, "description": t.description,
+             "measured": metrics.get(t.metric), "met": t.check(metrics)}
+            for t in experiment.targets
+        ],
+        "tables": [{"title": t.title, "columns": t.columns, "rows": t.rows} for t in tables],
+        "figures": [{"path": f.path, "caption": f.caption} for f in figures],
+        "notes": notes,
+        "elapsed_s": round(elapsed, 2),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def run_tour(
+    *,
+    quick: bool,
+    out: str | Path,
+    seed: int = 0,
+    data_dir: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    only: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Run every registered experiment (or those in ``only``) into ``out/NAME``; never stops at a failure.
+
+    A failing experiment gets a summary with ``status="failed"`` and its error; a missing
+    dataset gives ``status="skipped"``.
+    """
+    out = Path(out)
+    summaries = []
+    experiments = [get(n) for n in only] if only else all_experiments()
+    for i, experiment in enumerate(experiments, 1):
+        log(f"[{i}/{len(experiments)}] {experiment.name}: {experiment.description}")
+        exp_data_dir = data_dir
+        if data_dir is not None:
+            cfg = experiment.quick_config() if quick else experiment.default_config()
+            if "data_dir" not in config_keys(cfg):
+                exp_data_dir = None
+        t0 = time.perf_counter()
+        try:
+            summary = run_experiment(
+                experiment.name, quick=quick, out=out / experiment.name, seed=seed, data_dir=exp_data_dir,
+                resume=resume, force=not resume, progress=progress, log=log,
+            )
+        except Exception as e:
+            summary = {
+                "experiment": experiment.name, "description": experiment.description, "status": "failed",
+                "quick": quick, "seed": seed, "metrics": {}, "targets": [], "tables": [], "figures": [],
+                "notes": [f"{type(e).__name__}: {e}", traceback.format_exc(limit=6)],
+                "elapsed_s": round(time.perf_counter() - t0, 2),
+            }
+            (out / experiment.name).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / experiment.name / "summary.json", json.dumps(summary, indent=2) + "\n")
+            log(f"[{experiment.name}] FAILED: {type(e).__name__}: {e}")
+        summaries.append(summary)
+        log(f"[{experiment.name}] {summary['status']} in {summary['elapsed_s']:.1f}s  "
+            + "  ".join(f"{k}={v:.4g}" for k, v in summary["metrics"].items() if isinstance(v, int | float)))
+    return summaries

@@ -1,0 +1,513 @@
+"""Tiled online-softmax attention for any score function, forward and backward, in linear memory.
+
+Shape legend: ``...`` broadcast batch dims (typically ``(B, H)``); ``L`` queries, ``S`` keys,
+``D`` query/key feature width after the score's own projection, ``A`` the additive score's
+hidden width, ``Dv`` value width; ``Tq``/``Tk`` a query/key tile.
+
+The algorithm is FlashAttention's (Dao et al. 2022, Alg. 1; Dao 2023, FlashAttention-2 §3.1),
+written with PyTorch ops and generalised from a dot product to any score :math:`s(q_i, k_j)`.
+For each block of queries it walks the key tiles, keeping a running maximum :math:`m_i`,
+normaliser :math:`\\ell_i` and un-normalised output :math:`a_i`:
+
+.. math::  m_i' = \\max(m_i, \\max_j s_{ij}),\\quad
+           \\ell_i' = e^{m_i - m_i'}\\ell_i + \\sum_j e^{s_{ij} - m_i'},\\quad
+           a_i' = e^{m_i - m_i'} a_i + \\sum_j e^{s_{ij} - m_i'} g_{ij} v_j,
+
+and returns :math:`o_i = a_i / \\ell_i` and the log-sum-exp :math:`\\mathrm{lse}_i = m_i + \\log \\ell_i`
+(``g = 1``, except for Luong's local-p, where :math:`g_{ij} = \\exp(-(j - p_i)^2 / 2\\sigma^2)`
+multiplies the normalised weights without renormalising, Luong et al. 2015 eq. 10). Backward
+(:class:`_TiledAttention`) keeps only ``o`` and ``lse``, recomputes each tile's
+:math:`P_{ij} = e^{s_{ij} - \\mathrm{lse}_i}` and uses (FlashAttention eq. in App. B.2, with ``g``)
+
+.. math::  dv_j = \\sum_i P_{ij} g_{ij}\\, do_i,\\quad dP_{ij} = do_i^\\top v_j,\\quad
+           \\Delta_i = do_i^\\top o_i,\\quad ds_{ij} = P_{ij}(g_{ij}\\, dP_{ij} - \\Delta_i),
+
+then pushes :math:`ds` through the score of the tile. Memory: ``O((L + S)·D)`` plus one tile,
+``O(Tq·Tk)`` for dot products and ``O(Tq·Tk·A)`` for the additive score; no ``(L, S)`` tensor.
+
+Score structure is exploited where it is known (:func:`_prepare`): dot, scaled dot, cosine and
+bilinear scores become a plain dot product of pre-projected features (``q·scale``,
+normalised ``q``/``k``, ``W q``), computed once outside the tiles with ordinary autograd; the
+additive score projects :math:`U q` and :math:`W k` once, so a tile only computes
+:math:`\\tanh(U q_i + W k_j)^\\top v` (Bahdanau et al. 2015, eq. 6), evaluated as
+:math:`2\\sigma(2 U q_i + 2 W k_j)^\\top v` — equal up to the constant :math:`-\\sum v`, which
+the softmax ignores — because the logistic function is several times cheaper than tanh on CPU. Any other callable is
+evaluated tile by tile and differentiated with :func:`torch.autograd.grad`, its parameters
+(an ``nn.Module``'s) passed to the autograd Function as inputs. A callable must be
+*row-local*: the score of ``(i, j)`` depends only on query ``i`` and key ``j``.
+
+Masks (:mod:`qkv.masks`) and biases (:mod:`qkv.biases`) are evaluated per tile; key ranges
+outside :meth:`~qkv.masks.Mask.kv_bounds` and tiles whose mask is all false are skipped, so a
+window of width ``w`` costs ``O(L·w)``. A row with no allowed key gets zeros and zero gradients.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from qkv import scores as score_modules
+from qkv.biases import Bias, TensorBias
+from qkv.functional.output import AttentionOutput
+from qkv.kernels.call import AttentionCall
+from qkv.kernels.local import GaussianWindow
+from qkv.masks import Mask
+
+__all__ = ["DEFAULT_TILES", "score_kind", "tiled_attention", "tiled_backend", "tiled_supports"]
+
+#: Default ``(tile_q, tile_k)`` per tile kind, measured on a 2-core CPU (``qkv bench``): dot
+#: products like large query blocks (matmuls amortise Python overhead); the additive tile
+#: ``(..., Tq, Tk, A)`` is kept near the L2 cache.
+DEFAULT_TILES: dict[str, tuple[int, int]] = {"dot": (256, 256), "additive": (32, 64), "callable": (128, 128)}
+
+
+@dataclass
+class _Plan:
+    """What the autograd Function needs besides tensors."""
+
+    kind: str  # "dot" | "additive" | "callable"
+    fn: Callable[[Tensor, Tensor], Tensor] | None  # the tile score, for kind "callable"
+    n_score_params: int  # leading entries of ``params`` that belong to the score
+    mask: Mask | None
+    bias: Bias | None
+    bias_tensor: bool  # bias is a TensorBias whose tensor is an input (gradient accumulated directly)
+    local: GaussianWindow | None
+    L: int
+    S: int
+    tile_q: int
+    tile_k: int
+    compute_dtype: torch.dtype
+    compiled: bool = False  # additive tiles through torch.compile'd functions (see _compiled_additive)
+
+
+def tiled_supports(call: AttentionCall) -> bool:
+    """Softmax attention without dropout and without returning weights or scores."""
+    return call.normalize == "softmax" and call.dropout == 0.0 and not call.return_weights and not call.return_scores
+
+
+def score_kind(call: AttentionCall) -> str:
+    """How the tiled kernel evaluates the call's score: ``"dot"``, ``"additive"`` or ``"callable"``."""
+    if call.score_name in ("dot", "scaled_dot", "cosine") or isinstance(
+        call.score_spec, (score_modules.Dot, score_modules.ScaledDot, score_modules.Cosine, score_modules.Bilinear)
+    ):
+        return "dot"
+    if isinstance(call.score_spec, score_modules.Additive):
+        return "additive"
+    return "callable"
+
+
+def _scale_of(call: AttentionCall, default: float) -> float:
+    return default if call.scale is None else float(call.scale)
+
+
+def _unit(x: Tensor, eps: float) -> Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)  # as qkv.functional.scores.cosine
+
+
+def _prepare(call: AttentionCall) -> tuple[str, Tensor, Tensor, list[Tensor], Callable | None]:
+    """Rewrite the score as ``(kind, q-features, k-features, score params, tile fn)`` with ordinary autograd."""
+    q, k = call.q, call.k
+    spec = call.score_spec
+    name = call.score_name
+    if name == "dot" or isinstance(spec, score_modules.Dot):
+        return "dot", q * _scale_of(call, 1.0), k, [], None
+    if isinstance(spec, score_modules.ScaledDot):  # the module's own scale, times attend's
+        own = (1.0 / math.sqrt(q.shape[-1])) if spec.scale is None else spec.scale
+        return "dot", q * (own * _scale_of(call, 1.0)), k, [], None
+    if name == "scaled_dot":
+        return "dot", q * _scale_of(call, 1.0 / math.sqrt(q.shape[-1])), k, [], None
+    if name == "cosine" or isinstance(spec, score_modules.Cosine):
+        eps = getattr(spec, "eps", 1e-8)
+        return "dot", _unit(q, eps) * _scale_of(call, 1.0), _unit(k, eps), [], None
+    if isinstance(spec, score_modules.Bilinear):
+        wq = torch.einsum("ed,...ld->...le", spec.weight, q)  # (..., L, Dk)
+        return "dot", wq * _scale_of(call, 1.0), k, [], None
+    if isinstance(spec, score_modules.Additive):
+        # v^T tanh(z) = 2 v^T sigmoid(2 z) - sum(v), and softmax ignores the constant: the tile
+        # evaluates sigmoid(u_i + u_j)^T w with u = 2 (U q + b), 2 W k and w = 2 v (sigmoid is ~5x
+        # cheaper than tanh on CPU, and it dominates the tile's cost).
+        hq = torch.einsum("ad,...ld->...la", spec.w_q, q)  # (..., L, A)
+        hk = torch.einsum("ad,...sd->...sa", spec.w_k, k)  # (..., S, A)
+        if spec.bias is not None:
+            hq = hq + spec.bias
+        return "additive", 2 * hq, 2 * hk, [spec.v * (2 * _scale_of(call, 1.0))], None
+    params = list(spec.parameters()) if isinstance(spec, nn.Module) else []
+    return "callable", q, k, params, call.score
+
+
+def tiled_attention(call: AttentionCall, *, tile_q: int | None = None, tile_k: int | None = None) -> Tensor:
+    """The tiled kernel on a validated call; returns the output ``(*batch_shape, L, Dv)``.
+
+    Args:
+        tile_q, tile_k: query and key tile sizes (default :data:`DEFAULT_TILES` by score kind).
+    """
+    if not tiled_supports(call):
+        raise ValueError(
+            "backend 'tiled' computes softmax attention without dropout and without returned "
+            f"weights/scores; got normalize={call.normalize!r}, dropout={call.dropout}, "
+            f"return_weights={call.return_weights}, return_scores={call.return_scores}"
+        )
+    kind, qf, kf, score_params, fn = _prepare(call)
+    shape = call.batch_shape
+    qf = qf.expand(*shape, *qf.shape[-2:])  # (..., L, D)
+    kf = kf.expand(*shape, *kf.shape[-2:])  # (..., S, D)
+    v = call.v.expand(*shape, *call.v.shape[-2:])  # (..., S, Dv)
+    dq, dk = DEFAULT_TILES[kind]
+    tq = dq if tile_q is None else tile_q
+    tk = dk if tile_k is None else tile_k
+    for name, t in (("tile_q", tq), ("tile_k", tk)):
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+            raise ValueError(f"{name} must be a positive int, got {t!r}")
+
+    bias = call.lazy_bias
+    bias_tensor = isinstance(bias, TensorBias)
+    bias_input = bias.tensor if bias_tensor else None
+    bias_params = [] if bias is None or bias_tensor else bias.parameters()
+    position = None if call.local_p is None else call.local_p.position
+    dtype = torch.float32 if v.dtype in (torch.float16, torch.bfloat16) else v.dtype
+    plan = _Plan(
+        kind=kind, fn=fn, n_score_params=len(score_params), mask=call.mask, bias=bias, bias_tensor=bias_tensor,
+        local=call.local_p, L=call.L, S=call.S, tile_q=tq, tile_k=tk, compute_dtype=dtype,
+        compiled=kind == "additive" and _compile_worthwhile(qf, kf, call, dtype),
+    )
+    params = [*score_params, *bias_params]
+    return _TiledAttention.apply(plan, qf, kf, v, bias_input, position, *params)
+
+
+def tiled_backend(call: AttentionCall) -> AttentionOutput:
+    """Backend entry point: ``attend(..., backend="tiled")``."""
+    return AttentionOutput(output=tiled_attention(call))
+
+
+# --------------------------------------------------------------------------------------------
+# the tile loop, shared by forward and backward
+
+
+def _key_range(plan: _Plan, q0: int, q1: int) -> tuple[int, int]:
+    lo, hi = 0, plan.S
+    if plan.mask is not None:
+        lo, hi = plan.mask.kv_bounds(q0, q1, L=plan.L, S=plan.S)
+    if plan.local is not None:
+        wlo, whi = plan.local.mask().kv_bounds(q0, q1, L=plan.L, S=plan.S)
+        lo, hi = max(lo, wlo), min(hi, whi)
+    return lo, max(lo, hi)
+
+
+def _allowed(plan: _Plan, q0: int, q1: int, k0: int, k1: int, device: torch.device) -> Tensor | None:
+    """The tile's bool mask (mask & local window), broadcastable to ``(..., Tq, Tk)``, or ``None``."""
+    out = None
+    if plan.mask is not None:
+        out = plan.mask.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
+    if plan.local is not None:
+        win = plan.local.mask().tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
+        out = win if out is None else out & win
+    return out
+
+
+def _tiles(plan: _Plan, q0: int, q1: int, device: torch.device):
+    """Yield ``(k0, k1, allowed)`` for the key tiles a query block may attend to."""
+    lo, hi = _key_range(plan, q0, q1)
+    for k0 in range(lo, hi, plan.tile_k):
+        k1 = min(hi, k0 + plan.tile_k)
+        allowed = _allowed(plan, q0, q1, k0, k1, device)
+        if allowed is not None and not bool(allowed.any()):
+            continue  # the mask rules the whole tile out
+        yield k0, k1, allowed
+
+
+#: Compile the additive tile functions when the problem has at least this many hidden
+#: elements ``B·H·L·S·A`` (eager: ~1 s on one CPU core; compiling costs a few seconds, once
+#: per tile shape and process). ``QKV_COMPILE_TILES=0`` turns compilation off, ``=1`` forces it.
+COMPILE_MIN_ELEMENTS = 1 << 28
+
+
+def _compile_worthwhile(qf: Tensor, kf: Tensor, call: AttentionCall, dtype: torch.dtype) -> bool:
+    flag = os.environ.get("QKV_COMPILE_TILES", "")
+    if flag == "0" or _COMPILE_FAILED or torch.compiler.is_compiling():
+        return False
+    if qf.dtype != torch.float32 or dtype != torch.float32 or qf.device.type not in ("cpu", "cuda"):
+        return False
+    if flag == "1":
+        return True
+    return math.prod(call.batch_shape) * call.L * call.S * qf.shape[-1] >= COMPILE_MIN_ELEMENTS
+
+
+_COMPILE_FAILED = False
+
+
+def _additive_scores_eager(uq_t: Tensor, uk_t: Tensor, w: Tensor) -> Tensor:
+    return torch.matmul(_additive_hidden(uq_t, uk_t), w)  # (..., Tq, Tk)
+
+
+def _additive_grads_eager(uq_t: Tensor, uk_t: Tensor, w: Tensor, ds: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(dw, duq, duk)`` of ``s = sigmoid(uq_i + uk_j)^T w`` given ``ds (..., Tq, Tk)``."""
+    hidden = _additive_hidden(uq_t, uk_t)  # (..., Tq, Tk, A)
+    dw = (ds.reshape(1, -1) @ hidden.reshape(-1, hidden.shape[-1])).squeeze(0)  # (A,)
+    dpre = torch.ops.aten.sigmoid_backward(ds.unsqueeze(-1), hidden)  # (..., Tq, Tk, A)
+    return dw, dpre.sum(dim=-2) * w, dpre.sum(dim=-3) * w
+
+
+def _additive_scores_fused(uq_t: Tensor, uk_t: Tensor, w: Tensor) -> Tensor:
+    return (torch.sigmoid(uq_t.unsqueeze(-2) + uk_t.unsqueeze(-3)) * w).sum(-1)  # (..., Tq, Tk)
+
+
+def _additive_grads_fused(uq_t: Tensor, uk_t: Tensor, w: Tensor, ds: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    h = torch.sigmoid(uq_t.unsqueeze(-2) + uk_t.unsqueeze(-3))  # (..., Tq, Tk, A), fused away when compiled
+    dw = (ds.unsqueeze(-1) * h).sum(dim=tuple(range(h.dim() - 1)))
+    dpre = ds.unsqueeze(-1) * h * (1 - h)
+    return dw, dpre.sum(dim=-2) * w, dpre.sum(dim=-3) * w
+
+
+@functools.cache
+def _compiled_additive():
+    """The additive tile functions compiled by ``torch.compile`` (inductor fuses the ``(Tq, Tk, A)``
+    sigmoid into the reductions, so the hidden tensor is never written to memory)."""
+    return (
+        torch.compile(_additive_scores_fused, dynamic=False),
+        torch.compile(_additive_grads_fused, dynamic=False),
+    )
+
+
+def _pad_rows(x: Tensor, n: int) -> Tensor:
+    """Zero-pad dim -2 of ``x`` to ``n`` rows (ragged last tiles keep the compiled shapes)."""
+    short = n - x.shape[-2]
+    x = x.detach()  # the compiled functions see plain tensors (no requires_grad guards, no recompiles)
+    return (x if short == 0 else torch.nn.functional.pad(x, (0, 0, 0, short))).contiguous()
+
+
+def _additive_scores(plan: _Plan, uq_t: Tensor, uk_t: Tensor, w: Tensor) -> Tensor:
+    global _COMPILE_FAILED
+    if plan.compiled:
+        tq, tk = uq_t.shape[-2], uk_t.shape[-2]
+        try:
+            s = _compiled_additive()[0](
+                _pad_rows(uq_t, plan.tile_q), _pad_rows(uk_t, plan.tile_k), w.detach().contiguous()
+            )
+            return s[..., :tq, :tk]
+        except Exception as e:  # no compiler, unsupported platform: stay correct, go eager
+            _COMPILE_FAILED, plan.compiled = True, False
+            warnings.warn(f"qkv: compiling the additive tile failed ({type(e).__name__}); using eager ops",
+                          stacklevel=2)
+    return _additive_scores_eager(uq_t, uk_t, w)
+
+
+def _additive_grads(plan: _Plan, uq_t: Tensor, uk_t: Tensor, w: Tensor, ds: Tensor):
+    global _COMPILE_FAILED
+    if plan.compiled:
+        tq, tk = uq_t.shape[-2], uk_t.shape[-2]
+        try:
+            ds_p = torch.nn.functional.pad(ds.detach(), (0, plan.tile_k - tk, 0, plan.tile_q - tq)).contiguous()
+            dw, duq, duk = _compiled_additive()[1](
+                _pad_rows(uq_t, plan.tile_q), _pad_rows(uk_t, plan.tile_k), w.detach().contiguous(), ds_p
+            )
+            return dw, duq[..., :tq, :], duk[..., :tk, :]
+        except Exception as e:
+            _COMPILE_FAILED, plan.compiled = True, False
+            warnings.warn(f"qkv: compiling the additive tile failed ({type(e).__name__}); using eager ops",
+                          stacklevel=2)
+    return _additive_grads_eager(uq_t, uk_t, w, ds)
+
+
+def _additive_hidden(uq_t: Tensor, uk_t: Tensor) -> Tensor:
+    """``sigmoid(u_i + u_j)`` for a tile, ``(..., Tq, Tk, A)``: the additive score's hidden layer."""
+    return torch.sigmoid_(uq_t.unsqueeze(-2) + uk_t.unsqueeze(-3))  # (..., Tq, Tk, A)
+
+
+def _tile_scores(plan: _Plan, qf_t: Tensor, kf_t: Tensor, params: tuple[Tensor, ...]) -> Tensor:
+    """Raw scores of one tile ``(..., Tq, Tk)`` (no bias, no mask)."""
+    if plan.kind == "dot":
+        return torch.matmul(qf_t, kf_t.transpose(-1, -2))  # (..., Tq, Tk)
+    if plan.kind == "additive":
+        return _additive_scores(plan, qf_t, kf_t, params[0])  # (..., Tq, Tk)
+    s = plan.fn(qf_t, kf_t)
+    expected = (qf_t.shape[-2], kf_t.shape[-2])
+    if not isinstance(s, Tensor) or tuple(s.shape[-2:]) != expected:
+        got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+        raise ValueError(f"score must return scores of shape (..., Tq, Tk) = (..., {expected}) on a tile, got {got}")
+    return s
+
+
+def _bias_tile(plan: _Plan, bias_t: Tensor | None, q0, q1, k0, k1, device) -> Tensor | None:
+    if plan.bias is None:
+        return None
+    if plan.bias_tensor:
+        return TensorBias(bias_t).tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
+    return plan.bias.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
+
+
+def _masked_scores(plan, qf, kf, bias_t, params, q0, q1, k0, k1, allowed) -> Tensor:
+    s = _tile_scores(plan, qf[..., q0:q1, :], kf[..., k0:k1, :], params).to(plan.compute_dtype)
+    b = _bias_tile(plan, bias_t, q0, q1, k0, k1, qf.device)
+    if b is not None:
+        s = s + b.to(plan.compute_dtype)
+    if allowed is not None:
+        s = s.masked_fill(~allowed, float("-inf"))
+    return s  # (..., Tq, Tk)
+
+
+def _reduce_to(x: Tensor, shape: torch.Size) -> Tensor:
+    """Sum ``x`` over the dims along which a tensor of ``shape`` was broadcast to it."""
+    lead = x.dim() - len(shape)
+    if lead:
+        x = x.sum(dim=tuple(range(lead)))
+    dims = tuple(i for i, n in enumerate(shape) if n == 1 and x.shape[i] != 1)
+    return x.sum(dim=dims, keepdim=True) if dims else x
+
+
+def _slices(shape: torch.Size, q0, q1, k0, k1) -> tuple:
+    rows = slice(q0, q1) if len(shape) >= 2 and shape[-2] != 1 else slice(None)
+    cols = slice(k0, k1) if shape[-1] != 1 else slice(None)
+    return (Ellipsis, rows, cols) if len(shape) >= 2 else (Ellipsis, cols)
+
+
+class _TiledAttention(torch.autograd.Function):
+    """Forward keeps ``o`` and ``lse``; backward recomputes the scores tile by tile."""
+
+    @staticmethod
+    def forward(ctx, plan: _Plan, qf, kf, v, bias_t, position, *params):
+        dtype = plan.compute_dtype
+        device = qf.device
+        batch = qf.shape[:-2]
+        out = torch.zeros((*batch, plan.L, v.shape[-1]), dtype=v.dtype, device=device)  # (..., L, Dv)
+        lse = torch.full((*batch, plan.L), float("inf"), dtype=dtype, device=device)  # (..., L)
+        vc = v.to(dtype)
+        for q0 in range(0, plan.L, plan.tile_q):
+            q1 = min(plan.L, q0 + plan.tile_q)
+            m = torch.full((*batch, q1 - q0, 1), float("-inf"), dtype=dtype, device=device)  # (..., Tq, 1)
+            ell = torch.zeros_like(m)
+            acc = torch.zeros((*batch, q1 - q0, v.shape[-1]), dtype=dtype, device=device)  # (..., Tq, Dv)
+            for k0, k1, allowed in _tiles(plan, q0, q1, device):
+                s = _masked_scores(plan, qf, kf, bias_t, params, q0, q1, k0, k1, allowed)
+                m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True))
+                m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+                p = torch.exp(s - m_safe)  # (..., Tq, Tk); 0 where masked
+                alpha = torch.exp(m - m_safe)  # 0 while m = -inf
+                ell = ell * alpha + p.sum(dim=-1, keepdim=True)
+                if plan.local is not None:  # local-p: the Gaussian multiplies the weights only
+                    p = p * plan.local.gaussian(position[..., q0:q1].detach().to(dtype), k0, k1)
+                acc = acc * alpha + torch.matmul(p, vc[..., k0:k1, :])
+                m = m_new
+            nonempty = ell > 0
+            out[..., q0:q1, :] = (acc / torch.where(nonempty, ell, torch.ones_like(ell))).to(v.dtype)
+            block_lse = torch.where(nonempty, m + torch.log(ell), torch.full_like(m, float("inf")))
+            lse[..., q0:q1] = block_lse.squeeze(-1)
+        ctx.plan = plan
+        ctx.save_for_backward(qf, kf, v, bias_t, position, out, lse, *params)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        plan: _Plan = ctx.plan
+        qf, kf, v, bias_t, position, out, lse, *params = ctx.saved_tensors
+        params = tuple(params)
+        dtype = plan.compute_dtype
+        device = qf.device
+        need = ctx.needs_input_grad  # (plan, qf, kf, v, bias, position, *params)
+        do = grad_out.to(dtype)
+        vc = v.to(dtype)
+        delta = (do * out.to(dtype)).sum(dim=-1)  # (..., L)
+        dqf = torch.zeros_like(qf, dtype=dtype)
+        dkf = torch.zeros_like(kf, dtype=dtype)
+        dv = torch.zeros_like(v, dtype=dtype)
+        dbias = torch.zeros_like(bias_t, dtype=dtype) if bias_t is not None and need[4] else None
+        dpos = torch.zeros_like(position, dtype=dtype) if position is not None and need[5] else None
+        dparams = [torch.zeros_like(p, dtype=dtype) for p in params]
+        lazy_bias_params = params[plan.n_score_params :]
+        score_params = params[: plan.n_score_params]
+
+        for q0 in range(0, plan.L, plan.tile_q):
+            q1 = min(plan.L, q0 + plan.tile_q)
+            lse_t = lse[..., q0:q1, None]  # (..., Tq, 1)
+            do_t = do[..., q0:q1, :]  # (..., Tq, Dv)
+            delta_t = delta[..., q0:q1, None]  # (..., Tq, 1)
+            if plan.local is not None:
+                pos_t = position[..., q0:q1].detach().to(dtype)  # (..., Tq)
+            for k0, k1, allowed in _tiles(plan, q0, q1, device):
+                qf_t, kf_t = qf[..., q0:q1, :], kf[..., k0:k1, :]
+                if plan.kind == "additive":
+                    raw = _additive_scores(plan, qf_t, kf_t, params[0])
+                elif plan.kind == "dot":
+                    raw = torch.matmul(qf_t, kf_t.transpose(-1, -2))
+                else:
+                    raw = None
+                if raw is None:
+                    s = _masked_scores(plan, qf, kf, bias_t, params, q0, q1, k0, k1, allowed)
+                else:
+                    s = raw.to(dtype)
+                    b = _bias_tile(plan, bias_t, q0, q1, k0, k1, device)
+                    if b is not None:
+                        s = s + b.to(dtype)
+                    if allowed is not None:
+                        s = s.masked_fill(~allowed, float("-inf"))
+                p = torch.exp(s - lse_t)  # (..., Tq, Tk): the normalised softmax weights
+                dp = torch.matmul(do_t, vc[..., k0:k1, :].transpose(-1, -2))  # (..., Tq, Tk)
+                if plan.local is not None:
+                    g = plan.local.gaussian(pos_t, k0, k1)  # (..., Tq, Tk)
+                    w = p * g
+                    if dpos is not None:
+                        j = torch.arange(k0, k1, device=device, dtype=dtype)
+                        dist = (j - pos_t.unsqueeze(-1)) / plan.local.sigma**2  # d g / d p = g (j - p) / sigma^2
+                        contrib = (w * dp * dist).sum(dim=-1)  # (..., Tq)
+                        dpos[..., q0:q1] += _reduce_to(contrib, dpos[..., q0:q1].shape)
+                    ds = p * (g * dp - delta_t)
+                else:
+                    w = p
+                    ds = p * (dp - delta_t)
+                dv[..., k0:k1, :] += torch.matmul(w.transpose(-1, -2), do_t)
+                if dbias is not None:
+                    idx = _slices(bias_t.shape, q0, q1, k0, k1)
+                    dbias[idx] += _reduce_to(ds, dbias[idx].shape)
+                if lazy_bias_params and any(need[6 + plan.n_score_params :]):
+                    with torch.enable_grad():
+                        b = plan.bias.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
+                        grads = torch.autograd.grad(
+                            b, lazy_bias_params, _reduce_to(ds, b.shape).to(b.dtype), allow_unused=True
+                        )
+                    for i, g_ in enumerate(grads, start=plan.n_score_params):
+                        if g_ is not None:
+                            dparams[i] += g_.to(dtype)
+                # the score's backward on this tile
+                if plan.kind == "dot":
+                    dsc = ds.to(qf.dtype)
+                    dqf[..., q0:q1, :] += torch.matmul(dsc, kf_t)
+                    dkf[..., k0:k1, :] += torch.matmul(dsc.transpose(-1, -2), qf_t)
+                elif plan.kind == "additive":
+                    # s = sigmoid(u_i + u_j)^T w: dw = sum_ij ds_ij h_ij, du = ds_ij h (1 - h) w per query / key
+                    dw, duq, duk = _additive_grads(plan, qf_t, kf_t, params[0], ds.to(qf.dtype))
+                    dparams[0] += dw.to(dtype)
+                    dqf[..., q0:q1, :] += duq
+                    dkf[..., k0:k1, :] += duk
+                else:
+                    with torch.enable_grad():
+                        qt = qf_t.detach().requires_grad_()
+                        kt = kf_t.detach().requires_grad_()
+                        st = _tile_scores(plan, qt, kt, params)
+                        inputs = [qt, kt, *score_params]
+                        g_st = _reduce_to(ds, st.shape).to(st.dtype)
+                        grads = torch.autograd.grad(st, inputs, g_st, allow_unused=True)
+                    if grads[0] is not None:
+                        dqf[..., q0:q1, :] += grads[0].to(dtype)
+                    if grads[1] is not None:
+                        dkf[..., k0:k1, :] += grads[1].to(dtype)
+                    for i, g_ in enumerate(grads[2:]):
+                        if g_ is not None:
+                            dparams[i] += g_.to(dtype)
+        return (
+            None,
+            dqf.to(qf.dtype) if need[1] else None,
+            dkf.to(kf.dtype) if need[2] else None,
+            dv.to(v.dtype) if need[3] else None,
+            None if dbias is None else dbias.to(bias_t.dtype),
+            None if dpos is None else dpos.to(position.dtype),
+            *(
+                d.to(p.dtype) if need[6 + i] else None
+                for i, (d, p) in enumerate(zip(dparams, params, strict=True))
+            ),
+        )

@@ -1,0 +1,31 @@
+"""``qkv bench``: a smoke run on tiny sizes (it spawns one process per backend and mode)."""
+
+from __future__ import annotations
+
+from qkv.kernels import bench
+
+
+def test_bench_smoke_run_and_table():
+    lines = []
+    results, info = bench.run(
+        sizes=[64], scores=["window", "additive"], backends=["naive", "sdpa", "tiled", "auto"], repeat=1,
+        heads=2, dim=8, modes=("fwd",), matmul_n=128, log=lines.append,
+    )
+    by = {(r.case.score, r.case.backend): r for r in results}
+    assert by[("window", "naive")].status == "ok" and by[("window", "naive")].fwd_s > 0
+    assert by[("additive", "sdpa")].status == "skipped"
+    assert by[("window", "auto")].chosen == "sdpa"  # reused: no extra process
+    assert info["matmul_gflops"] > 0
+    text = bench.table(results, {**info, "load_after": (0.0, 0.0, 0.0)})
+    assert "| window | 64 | auto → sdpa |" in text
+    assert "n/a (SDPA: dot-product scores only)" in text
+
+
+def test_bench_skips_what_cannot_fit_without_running_it():
+    results, _ = bench.run(
+        sizes=[4096], scores=["additive"], backends=["naive"], repeat=1, heads=8, dim=64, mem_cap_gib=1.0,
+        matmul_n=64, log=lambda s: None,
+    )
+    (r,) = results
+    assert r.status == "skipped" and "does not fit" in r.note
+    assert bench._naive_bytes("additive", 1024, 8, 64, "fwdbwd") > 20 * 2**30 / 4  # several GiB at L = 1024

@@ -1,0 +1,145 @@
+"""Checkpoint files: round trip, atomic writes, and clear errors for every kind of bad file."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from qkv.train.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    flatten_optimizer_state,
+    load_checkpoint,
+    read_checkpoint_meta,
+    save_checkpoint,
+    unflatten_optimizer_state,
+)
+
+
+def _write(tmp_path: Path) -> Path:
+    path = tmp_path / "ck.safetensors"
+    save_checkpoint(path, {"model.w": torch.arange(6.0).reshape(2, 3), "rng.torch": torch.get_rng_state()},
+                    {"step": 7, "config_hash": "abc", "history": [{"loss": 0.5}]})
+    return path
+
+
+def test_round_trip_tensors_and_meta(tmp_path):
+    path = _write(tmp_path)
+    tensors, meta = load_checkpoint(path, config_hash="abc")
+    assert torch.equal(tensors["model.w"], torch.arange(6.0).reshape(2, 3))
+    assert torch.equal(tensors["rng.torch"], torch.get_rng_state())
+    assert meta == {"step": 7, "config_hash": "abc", "history": [{"loss": 0.5}]}
+    assert read_checkpoint_meta(path)["step"] == 7
+
+
+def test_atomic_write_leaves_no_temp_files_and_replaces(tmp_path):
+    path = _write(tmp_path)
+    save_checkpoint(path, {"model.w": torch.zeros(1)}, {"step": 8, "config_hash": "abc"})
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]
+    assert read_checkpoint_meta(path)["step"] == 8
+
+
+def test_failed_write_keeps_old_file(tmp_path, monkeypatch):
+    path = _write(tmp_path)
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(path, "new")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize("keep", [0, 5, 8, 40, -1])
+def test_truncated_file(tmp_path, keep):
+    path = _write(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:keep] if keep >= 0 else data[:-3])
+    with pytest.raises(CheckpointError, match=r"truncated|not a safetensors"):
+        load_checkpoint(path)
+
+
+def test_corrupted_header(tmp_path):
+    path = _write(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[10:20] = b"\xff" * 10
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(path)
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(struct.pack("<Q", 12) + b"not json at!" + b"\0" * 100)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_foreign_safetensors_file(tmp_path):
+    path = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.ones(2)}, str(path))
+    with pytest.raises(CheckpointError, match="not a qkv checkpoint"):
+        load_checkpoint(path)
+
+
+def test_other_config_hash(tmp_path):
+    path = _write(tmp_path)
+    with pytest.raises(CheckpointError, match="different config"):
+        load_checkpoint(path, config_hash="zzz")
+
+
+def test_pickle_file_is_rejected_without_unpickling(tmp_path):
+    marker = tmp_path / "unpickled"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps(Evil()))
+    torch_file = tmp_path / "torch.safetensors"
+    torch.save({"w": torch.ones(1)}, torch_file)
+    for p in (path, torch_file):
+        with pytest.raises(CheckpointError):
+            load_checkpoint(p)
+    assert not marker.exists()
+
+
+def test_header_claims_more_tensor_data_than_present(tmp_path):
+    path = tmp_path / "short.safetensors"
+    header = json.dumps({"__metadata__": {"format": "qkv-checkpoint", "version": "1", "meta": "{}"},
+                         "w": {"dtype": "F32", "shape": [100], "data_offsets": [0, 400]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(path)
+
+
+def test_optimizer_state_round_trip():
+    model = nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    tensors, meta = flatten_optimizer_state(opt)
+    meta = json.loads(json.dumps(meta))  # it must survive JSON
+    opt2 = torch.optim.AdamW(nn.Linear(3, 2).parameters(), lr=0.5)
+    opt2.load_state_dict(unflatten_optimizer_state(tensors, meta))
+    a, b = opt.state_dict(), opt2.state_dict()
+    assert a["param_groups"][0]["lr"] == b["param_groups"][0]["lr"] == 0.1
+    for idx in a["state"]:
+        for key in a["state"][idx]:
+            assert torch.equal(a["state"][idx][key], b["state"][idx][key])
