@@ -74,6 +74,12 @@ def _resolve_score(score: str | Callable[[Tensor, Tensor], Tensor], scale: float
     return (lambda q, k: score(q, k) * scale), None
 
 
+def _lazy_shape(lazy: Mask | Bias, L: int, S: int, q: Tensor) -> tuple[int, ...]:
+    """The shape a lazy mask or bias broadcasts as, ``(..., L, S)``, from a one-element tile."""
+    probe = lazy.tile(0, min(L, 1), 0, min(S, 1), L=L, S=S, device=q.device)
+    return (*probe.shape[:-2], L, S)
+
+
 def _check_broadcast(name: str, shape: tuple[int, ...], target: tuple[int, ...]) -> None:
     try:
         ok = torch.broadcast_shapes(shape, target) == target
@@ -178,16 +184,10 @@ def attend(
         if not isinstance(mask, (Tensor, Mask)):
             raise TypeError(f"mask must be a bool tensor or a qkv.masks.Mask, got {type(mask).__name__}")
         lazy = as_mask(mask)
-        if isinstance(mask, Tensor):
-            mshape = _shape(mask)
-        else:
-            probe = lazy.tile(0, min(L, 1), 0, min(S, 1), L=L, S=S, device=q.device)
-            mshape = (*probe.shape[:-2], L, S)
-        _check_broadcast("mask", mshape, scores_shape)
+        _check_broadcast("mask", _shape(mask) if isinstance(mask, Tensor) else _lazy_shape(lazy, L, S, q), scores_shape)
     if bias is not None:
         if isinstance(bias, Bias):
-            probe = bias.tile(0, min(L, 1), 0, min(S, 1), L=L, S=S, device=q.device)
-            _check_broadcast("bias", (*probe.shape[:-2], L, S), scores_shape)
+            _check_broadcast("bias", _lazy_shape(bias, L, S, q), scores_shape)
         else:
             if not isinstance(bias, Tensor) or not bias.dtype.is_floating_point:
                 got = bias.dtype if isinstance(bias, Tensor) else type(bias).__name__
