@@ -208,8 +208,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with 2 on usage errors
-    if getattr(args, "no_progress", False):
-        os.environ["QKV_NO_PROGRESS"] = "1"
     from qkv.experiments.config import ConfigError
     from qkv.experiments.registry import UnknownExperiment
     from qkv.experiments.runner import RunError

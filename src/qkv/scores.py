@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from qkv.functional import scores as F
 
-__all__ = ["Additive", "Bilinear", "Cosine", "Dot", "ScaledDot", "make"]
+__all__ = ["KINDS", "Additive", "Bilinear", "Cosine", "Dot", "ScaledDot", "make"]
 
 
 class Dot(nn.Module):
@@ -96,7 +96,8 @@ def _check_dims(**dims: int) -> None:
             raise ValueError(f"{name} must be a positive int, got {d!r}")
 
 
-_NAMES = {
+#: Every score name :func:`make` accepts, mapped to the kind of score it builds.
+KINDS: dict[str, str] = {
     "dot": "dot",
     "scaled_dot": "scaled_dot",
     "cosine": "cosine",
@@ -114,9 +115,9 @@ def make(name: str, *, query_dim: int, key_dim: int | None = None, hidden_dim: i
     ``"general"`` is ``"bilinear"``; ``"concat"`` and ``"mlp"`` are ``"additive"`` (Luong's
     :math:`v^\\top \\tanh(W_a[q; x])` splits into :math:`W x + U q`).
     """
-    if name not in _NAMES:
-        raise ValueError(f"score must be one of {sorted(_NAMES)}, got {name!r}")
-    kind = _NAMES[name]
+    if name not in KINDS:
+        raise ValueError(f"score must be one of {sorted(KINDS)}, got {name!r}")
+    kind = KINDS[name]
     if kind == "dot":
         return Dot()
     if kind == "scaled_dot":

@@ -672,3 +672,26 @@ def test_minus_inf_bias_forbids_like_mask(normalize):
     )
     torch.testing.assert_close(b.weights, a.weights)
     torch.testing.assert_close(b.output, a.output)
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        lambda: torch.ones(8, 7, dtype=torch.bool) & qkv.masks.causal(),
+        lambda: torch.ones(5, 7, dtype=torch.bool) | qkv.masks.window(1),
+        lambda: qkv.masks.and_(qkv.masks.causal(), qkv.masks.or_(qkv.masks.window(2), torch.ones(3, 7).bool())),
+    ],
+    ids=["and_too_long", "or_too_short", "nested"],
+)
+def test_tensor_inside_a_combined_mask_is_shape_checked(mask):
+    """A tensor nested in &/| must broadcast to (L, S) like a plain mask, not be silently sliced."""
+    q, k = torch.randn(6, 4), torch.randn(7, 4)
+    with pytest.raises(ValueError, match=r"mask of shape \(\d, 7\) does not broadcast to the scores' shape \(6, 7\)"):
+        qkv.attend(q, k, k, mask=mask())
+
+
+def test_tensor_inside_a_bias_sum_is_shape_checked():
+    q, k = torch.randn(1, 1, 6, 4), torch.randn(1, 1, 7, 4)  # (B, H, L, D): ALiBi has a head axis
+    bias = qkv.biases.as_bias(torch.zeros(8, 7)) + qkv.biases.alibi(1)
+    with pytest.raises(ValueError, match=r"bias of shape \(8, 7\) does not broadcast"):
+        qkv.attend(q, k, k, bias=bias)

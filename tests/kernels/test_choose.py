@@ -56,10 +56,19 @@ def test_plain_function_score_with_gradients_stays_naive():
         return q @ k.transpose(-1, -2)
 
     call = _call(2048, 2048, score=fn, score_name=None, score_spec=fn)
-    call.q.requires_grad_()
     assert kernels.choose(call) == "naive"  # a closure may capture parameters the kernel cannot see
     with torch.no_grad():
         assert kernels.choose(call) == "tiled"
+
+
+def test_captured_parameter_of_a_closure_score_gets_its_gradient():
+    """q, k, v need no gradient, but the closure's weight does: auto must not lose it."""
+    w = torch.randn(8, 8, requires_grad=True)
+    q = torch.randn(1, 1, 2048, 8)
+    out = qkv.attend(q, q, q, score=lambda a, b: (a @ w) @ b.transpose(-1, -2)).output
+    assert out.requires_grad
+    out.sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
 
 
 def test_local_p_goes_tiled_when_large():

@@ -73,3 +73,21 @@ def test_local_errors() -> None:
         local_attention(q, k, k, position=torch.zeros(2), window=2)
     with pytest.raises(ValueError, match="window must be an int >= 1, got 0"):
         local_attention(q, k, k, position=torch.zeros(1, 2), window=0)
+
+
+def test_window_centres_stay_exact_in_bfloat16() -> None:
+    """bf16 cannot hold 301: the window of step 301 must still be [300, 302], as in float32."""
+    layer = qkv.LocalAttention(4, mode="local-m", window=1, score="dot")
+    q, k = torch.randn(1, 400, 4), torch.randn(1, 400, 4)
+    w32 = layer(q, k, return_weights=True).weights
+    w16 = layer.bfloat16()(q.bfloat16(), k.bfloat16(), return_weights=True).weights
+    assert (w32[0, 301] > 0).nonzero().flatten().tolist() == [300, 301, 302]
+    assert (w16[0, 301] > 0).nonzero().flatten().tolist() == [300, 301, 302]
+
+
+def test_local_m_one_step_needs_the_step_index() -> None:
+    layer = qkv.LocalAttention(4, mode="local-m", window=1, score="dot")
+    with pytest.raises(ValueError, match="steps="):
+        layer(torch.randn(2, 4), torch.randn(2, 6, 4))
+    out = layer(torch.randn(2, 4), torch.randn(2, 6, 4), steps=torch.tensor([3]), return_weights=True)
+    assert (out.weights[0] > 0).nonzero().flatten().tolist() == [2, 3, 4]

@@ -63,14 +63,13 @@ def _parse(text: str, tp: Any, key: str) -> Any:
         args = get_args(tp)
         if type(None) in args and text.strip().lower() in ("none", "null", ""):
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _parse(text, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                continue
         raise ConfigError(f"--set {key}={text!r}: expected {_type_name(tp)}")
     if origin is Literal:
         choices = get_args(tp)

@@ -142,7 +142,7 @@ def run_experiment(
     ctx = RunContext(run_dir=run_dir, seed=seed, quick=quick, resume=resume, progress=progress,
                      config_hash=digest, metrics=MetricsLog(run_dir / "metrics.jsonl"), log=log)
     t0 = time.perf_counter()
-    status, notes, tables, metrics, error = "ok", [], [], {}, None
+    status, notes, tables, metrics = "ok", [], [], {}
     try:
         result = experiment.run(config, ctx)
         metrics, tables, notes = result.metrics, result.tables, list(result.notes)
@@ -155,8 +155,7 @@ def run_experiment(
         try:
             figures = redraw_figures(experiment, run_dir, config)
         except Exception:  # a broken plot must not lose the numbers
-            error = traceback.format_exc(limit=4)
-            notes.append("drawing the figures failed:\n" + error)
+            notes.append("drawing the figures failed:\n" + traceback.format_exc(limit=4))
     summary = {
         "experiment": name,
         "description": experiment.description,

@@ -32,7 +32,6 @@ from qkv.masks import Mask, MaskLike, as_mask
 
 __all__ = ["attend"]
 
-_PARAMETRIC = ("bilinear", "general", "additive", "concat", "mlp")
 
 
 def _shape(t: Tensor) -> tuple[int, ...]:
@@ -59,7 +58,9 @@ def _resolve_score(score: str | Callable[[Tensor, Tensor], Tensor], scale: float
             if scale is None:
                 return fn, score
             return (lambda q, k: fn(q, k) * scale), score
-        if score in _PARAMETRIC:
+        from qkv.scores import KINDS  # deferred: qkv.scores imports this package
+
+        if score in KINDS:  # a name qkv.scores.make knows, but not parameter-free
             raise ValueError(
                 f"score {score!r} has parameters: pass a module, e.g. qkv.scores.make({score!r}, "
                 "query_dim=..., key_dim=...), or use a layer such as qkv.Attention(score=...)"
@@ -74,10 +75,15 @@ def _resolve_score(score: str | Callable[[Tensor, Tensor], Tensor], scale: float
     return (lambda q, k: score(q, k) * scale), None
 
 
-def _lazy_shape(lazy: Mask | Bias, L: int, S: int, q: Tensor) -> tuple[int, ...]:
-    """The shape a lazy mask or bias broadcasts as, ``(..., L, S)``, from a one-element tile."""
+def _check_lazy(name: str, lazy: Mask | Bias, L: int, S: int, q: Tensor, target: tuple[int, ...]) -> None:
+    """Check that a lazy mask or bias broadcasts to ``target``, tensors nested in ``&``/``|``/``+`` included."""
+    tensor = getattr(lazy, "tensor", None)  # TensorMask / TensorBias: report the tensor's own shape
+    if isinstance(tensor, Tensor):
+        _check_broadcast(name, _shape(tensor), target)
     probe = lazy.tile(0, min(L, 1), 0, min(S, 1), L=L, S=S, device=q.device)
-    return (*probe.shape[:-2], L, S)
+    _check_broadcast(name, (*probe.shape[:-2], L, S), target)
+    for part in getattr(lazy, "parts", ()):  # combinations
+        _check_lazy(name, part, L, S, q, target)
 
 
 def _check_broadcast(name: str, shape: tuple[int, ...], target: tuple[int, ...]) -> None:
@@ -184,10 +190,10 @@ def attend(
         if not isinstance(mask, (Tensor, Mask)):
             raise TypeError(f"mask must be a bool tensor or a qkv.masks.Mask, got {type(mask).__name__}")
         lazy = as_mask(mask)
-        _check_broadcast("mask", _shape(mask) if isinstance(mask, Tensor) else _lazy_shape(lazy, L, S, q), scores_shape)
+        _check_lazy("mask", lazy, L, S, q, scores_shape)
     if bias is not None:
         if isinstance(bias, Bias):
-            _check_broadcast("bias", _lazy_shape(bias, L, S, q), scores_shape)
+            _check_lazy("bias", bias, L, S, q, scores_shape)
         else:
             if not isinstance(bias, Tensor) or not bias.dtype.is_floating_point:
                 got = bias.dtype if isinstance(bias, Tensor) else type(bias).__name__

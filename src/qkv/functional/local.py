@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 from qkv.functional.attention import attend
@@ -71,7 +72,7 @@ def local_attention(
     if not isinstance(position, Tensor) or position.shape != q.shape[:-1]:
         got = tuple(position.shape) if isinstance(position, Tensor) else type(position).__name__
         raise ValueError(f"position must have shape q.shape[:-1] = {tuple(q.shape[:-1])}, got {got}")
-    position = position.to(q.dtype)
+    position = position.to(torch.promote_types(q.dtype, torch.float32))  # bf16 cannot hold 301 exactly
     if mode == "local-m":
         in_window = around(position, window)
         return attend(q, k, v, score=score, mask=in_window if mask is None else in_window & mask,

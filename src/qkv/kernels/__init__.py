@@ -79,7 +79,8 @@ def _params_known(call: AttentionCall) -> bool:
     """Whether the tiled kernel can see every tensor a callable score depends on."""
     if score_kind(call) != "callable" or isinstance(call.score_spec, nn.Module):
         return True
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in (call.q, call.k, call.v)))
+    # a closure may capture tensors that require grad even when q, k and v do not
+    return not torch.is_grad_enabled()
 
 
 def choose(call: AttentionCall) -> str:

@@ -27,7 +27,7 @@ def naive(call: AttentionCall) -> AttentionOutput:
         got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
         raise ValueError(f"score must return scores of shape (..., L, S) = (..., {call.L}, {call.S}), got {got}")
     if call.bias is not None:
-        scores = scores + call.lazy_bias.materialize(call.L, call.S, device=q.device)
+        scores = scores + call.lazy_bias.materialize(call.L, call.S, device=q.device).to(scores.dtype)
     full_mask = call.full_mask()
     mask = None if full_mask is None else full_mask.materialize(call.L, call.S, device=q.device)
 

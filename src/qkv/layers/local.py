@@ -78,12 +78,16 @@ class LocalAttention(nn.Module):
         q = query.unsqueeze(1) if step else query  # (B, L, Dq)
         B, L, _ = q.shape
         S = key.shape[1]
+        pos_dtype = torch.promote_types(q.dtype, torch.float32)  # positions stay exact in bf16/fp16 models
         last = (torch.full((B,), S, device=q.device) if lengths is None else lengths.to(q.device)) - 1
+        last = last.to(pos_dtype)
         if self.mode == "local-m":
+            if step and steps is None:
+                raise ValueError("local-m decoding one step at a time needs steps= (the decoder step index t)")
             t = torch.arange(L, device=q.device) if steps is None else steps.to(q.device)
-            position = torch.minimum(t.to(q.dtype).expand(B, L), last.to(q.dtype)[:, None])  # (B, L)
+            position = torch.minimum(t.to(pos_dtype).expand(B, L), last[:, None])  # (B, L)
         else:
-            position = last.to(q.dtype)[:, None] * torch.sigmoid(self.predictor(q).squeeze(-1))  # (B, L)
+            position = last[:, None] * torch.sigmoid(self.predictor(q).squeeze(-1)).to(pos_dtype)  # (B, L)
         mask = None
         if lengths is not None:
             mask = (torch.arange(S, device=q.device) < lengths.to(q.device)[:, None])[:, None, :]  # (B, 1, S)
