@@ -26,7 +26,20 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["PARAMETER_FREE", "ScoreFn", "additive", "bilinear", "check_same_width", "cosine", "dot", "scaled_dot"]
+__all__ = [
+    "PARAMETER_FREE",
+    "ScoreFn",
+    "additive",
+    "additive_projections",
+    "bilinear",
+    "bilinear_query",
+    "check_same_width",
+    "cosine",
+    "default_scale",
+    "dot",
+    "scaled_dot",
+    "unit",
+]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -56,8 +69,32 @@ def scaled_dot(q: Tensor, k: Tensor, *, scale: float | None = None) -> Tensor:
     """
     check_same_width("scaled_dot", q, k)
     if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[-1])
+        scale = default_scale(q.shape[-1])
     return torch.einsum("...ld,...sd->...ls", q * scale, k)
+
+
+def default_scale(width: int) -> float:
+    """:math:`1/\\sqrt{D}`, the scaled dot product's multiplier for width ``D``."""
+    return 1.0 / math.sqrt(width)
+
+
+def unit(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """``x`` divided by its norm over the last dim, clamped below by ``eps`` (cosine's normalisation)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def bilinear_query(q: Tensor, weight: Tensor) -> Tensor:
+    """:math:`W q`: ``q (..., L, Dq)``, ``weight (Dk, Dq)`` -> ``(..., L, Dk)`` (bilinear = its dot with k)."""
+    return torch.einsum("ed,...ld->...le", weight, q)
+
+
+def additive_projections(
+    q: Tensor, k: Tensor, *, w_q: Tensor, w_k: Tensor, bias: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """:math:`U q + b` ``(..., L, A)`` and :math:`W k` ``(..., S, A)``: the additive score's per-token parts."""
+    hq = torch.einsum("ad,...ld->...la", w_q, q)  # (..., L, A)
+    hk = torch.einsum("ad,...sd->...sa", w_k, k)  # (..., S, A)
+    return (hq if bias is None else hq + bias), hk
 
 
 def bilinear(q: Tensor, k: Tensor, *, weight: Tensor) -> Tensor:
@@ -73,8 +110,7 @@ def bilinear(q: Tensor, k: Tensor, *, weight: Tensor) -> Tensor:
             f"bilinear: weight must have shape (Dk, Dq) = ({k.shape[-1]}, {q.shape[-1]}) for "
             f"q {tuple(q.shape)} and k {tuple(k.shape)}, got weight {tuple(weight.shape)}"
         )
-    wq = torch.einsum("ed,...ld->...le", weight, q)  # (..., L, Dk)
-    return torch.einsum("...le,...se->...ls", wq, k)
+    return torch.einsum("...le,...se->...ls", bilinear_query(q, weight), k)
 
 
 def additive(
@@ -101,10 +137,7 @@ def additive(
             f"w_k (A, Dk) = (A, {k.shape[-1]}) and v (A,) with one A; got w_q {tuple(w_q.shape)}, "
             f"w_k {tuple(w_k.shape)}, v {tuple(v.shape)}"
         )
-    hq = torch.einsum("ad,...ld->...la", w_q, q)  # (..., L, A)
-    hk = torch.einsum("ad,...sd->...sa", w_k, k)  # (..., S, A)
-    if bias is not None:
-        hq = hq + bias
+    hq, hk = additive_projections(q, k, w_q=w_q, w_k=w_k, bias=bias)  # (..., L, A), (..., S, A)
     h = torch.tanh(hq.unsqueeze(-2) + hk.unsqueeze(-3))  # (..., L, S, A)
     return torch.einsum("...lsa,a->...ls", h, v)
 
@@ -115,9 +148,7 @@ def cosine(q: Tensor, k: Tensor, *, eps: float = 1e-8) -> Tensor:
     Norms are clamped below by ``eps`` so a zero vector scores 0, not NaN.
     """
     check_same_width("cosine", q, k)
-    qn = q / q.norm(dim=-1, keepdim=True).clamp_min(eps)  # (..., L, D)
-    kn = k / k.norm(dim=-1, keepdim=True).clamp_min(eps)  # (..., S, D)
-    return torch.einsum("...ld,...sd->...ls", qn, kn)
+    return torch.einsum("...ld,...sd->...ls", unit(q, eps), unit(k, eps))
 
 
 #: Scores that need no parameters, by name. Parametric ones live in :mod:`qkv.scores`.

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from qkv import scores as score_modules
 from qkv.biases import Bias, TensorBias
+from qkv.functional import scores as fs
 from qkv.functional.output import AttentionOutput
 from qkv.kernels.call import AttentionCall
 from qkv.kernels.local import GaussianWindow
@@ -107,10 +108,6 @@ def _scale_of(call: AttentionCall, default: float) -> float:
     return default if call.scale is None else float(call.scale)
 
 
-def _unit(x: Tensor, eps: float) -> Tensor:
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)  # as qkv.functional.scores.cosine
-
-
 def _prepare(call: AttentionCall) -> tuple[str, Tensor, Tensor, list[Tensor], Callable | None]:
     """Rewrite the score as ``(kind, q-features, k-features, score params, tile fn)`` with ordinary autograd."""
     q, k = call.q, call.k
@@ -119,24 +116,20 @@ def _prepare(call: AttentionCall) -> tuple[str, Tensor, Tensor, list[Tensor], Ca
     if name == "dot" or isinstance(spec, score_modules.Dot):
         return "dot", q * _scale_of(call, 1.0), k, [], None
     if isinstance(spec, score_modules.ScaledDot):  # the module's own scale, times attend's
-        own = (1.0 / math.sqrt(q.shape[-1])) if spec.scale is None else spec.scale
+        own = fs.default_scale(q.shape[-1]) if spec.scale is None else spec.scale
         return "dot", q * (own * _scale_of(call, 1.0)), k, [], None
     if name == "scaled_dot":
-        return "dot", q * _scale_of(call, 1.0 / math.sqrt(q.shape[-1])), k, [], None
+        return "dot", q * _scale_of(call, fs.default_scale(q.shape[-1])), k, [], None
     if name == "cosine" or isinstance(spec, score_modules.Cosine):
         eps = getattr(spec, "eps", 1e-8)
-        return "dot", _unit(q, eps) * _scale_of(call, 1.0), _unit(k, eps), [], None
+        return "dot", fs.unit(q, eps) * _scale_of(call, 1.0), fs.unit(k, eps), [], None
     if isinstance(spec, score_modules.Bilinear):
-        wq = torch.einsum("ed,...ld->...le", spec.weight, q)  # (..., L, Dk)
-        return "dot", wq * _scale_of(call, 1.0), k, [], None
+        return "dot", fs.bilinear_query(q, spec.weight) * _scale_of(call, 1.0), k, [], None
     if isinstance(spec, score_modules.Additive):
         # v^T tanh(z) = 2 v^T sigmoid(2 z) - sum(v), and softmax ignores the constant: the tile
         # evaluates sigmoid(u_i + u_j)^T w with u = 2 (U q + b), 2 W k and w = 2 v (sigmoid is ~5x
         # cheaper than tanh on CPU, and it dominates the tile's cost).
-        hq = torch.einsum("ad,...ld->...la", spec.w_q, q)  # (..., L, A)
-        hk = torch.einsum("ad,...sd->...sa", spec.w_k, k)  # (..., S, A)
-        if spec.bias is not None:
-            hq = hq + spec.bias
+        hq, hk = fs.additive_projections(q, k, w_q=spec.w_q, w_k=spec.w_k, bias=spec.bias)  # (..., L|S, A)
         return "additive", 2 * hq, 2 * hk, [spec.v * (2 * _scale_of(call, 1.0))], None
     params = list(spec.parameters()) if isinstance(spec, nn.Module) else []
     return "callable", q, k, params, call.score
