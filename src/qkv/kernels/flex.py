@@ -60,8 +60,11 @@ def _index(t: Tensor, b, h, q_idx, kv_idx) -> Tensor:
     return t[tuple(zero if t.shape[i] == 1 else idx[i] for i in range(4))]
 
 
-def mask_mod(mask: M.Mask, L: int, S: int) -> Callable | None:
-    """The lazy ``mask`` as a FlexAttention ``mask_mod(b, h, q_idx, kv_idx) -> bool``; None if unknown."""
+def mask_mod(mask: M.Mask, L: int, S: int, device: torch.device | None = None) -> Callable | None:
+    """The lazy ``mask`` as a FlexAttention ``mask_mod(b, h, q_idx, kv_idx) -> bool``; None if unknown.
+
+    Tensors the closures capture are moved to ``device`` (the queries' device).
+    """
     if isinstance(mask, M._Causal):
         off = mask.offset(L, S)
         return lambda b, h, q, kv: kv <= q + off
@@ -69,16 +72,16 @@ def mask_mod(mask: M.Mask, L: int, S: int) -> Callable | None:
         off, w = mask.offset(L, S), mask.width
         return lambda b, h, q, kv: (kv - (q + off)).abs() <= w
     if isinstance(mask, M._Padding):
-        lengths = mask.lengths
+        lengths = mask.lengths.to(device)
         return lambda b, h, q, kv: kv < lengths[b]
     if isinstance(mask, M.TensorMask):
-        t = mask.tensor
+        t = mask.tensor.to(device)
         return lambda b, h, q, kv: _index(t, b, h, q, kv)
     if isinstance(mask, Around):
-        pos, w = mask.position.detach(), mask.window
+        pos, w = mask.position.detach().to(device), mask.window
         return lambda b, h, q, kv: (kv - _index(pos.unsqueeze(-1), b, h, q, torch.zeros_like(kv))).abs() <= w
     if isinstance(mask, M._Combined):
-        parts = [mask_mod(p, L, S) for p in mask.parts]
+        parts = [mask_mod(p, L, S, device) for p in mask.parts]
         if any(p is None for p in parts):
             return None
         op = (lambda x, y: x & y) if mask.all_ else (lambda x, y: x | y)
@@ -106,21 +109,21 @@ def _depends(mask: M.Mask) -> tuple[bool, bool]:
     return True, True
 
 
-def score_mod(bias: Bias, L: int, S: int) -> Callable | None:
+def score_mod(bias: Bias, L: int, S: int, device: torch.device | None = None) -> Callable | None:
     """The lazy ``bias`` as a FlexAttention ``score_mod(score, b, h, q_idx, kv_idx)``; None if unknown."""
     if isinstance(bias, _Alibi):
         off = 0 if bias.align == "top_left" else S - L
-        slopes = bias.slopes
+        slopes = bias.slopes.to(device)
         return lambda s, b, h, q, kv: s - slopes[h] * (kv - (q + off)).abs()
     if isinstance(bias, RelativeBias):
         off = 0 if bias.align == "top_left" else S - L
-        R, table = bias.max_distance, bias.table
+        R, table = bias.max_distance, bias.table.to(device)
         return lambda s, b, h, q, kv: s + table[h, (kv - (q + off)).clamp(-R, R) + R]
     if isinstance(bias, TensorBias):
-        t = bias.tensor
+        t = bias.tensor.to(device)
         return lambda s, b, h, q, kv: s + _index(t, b, h, q, kv)
     if isinstance(bias, _Sum):
-        parts = [score_mod(p, L, S) for p in bias.parts]
+        parts = [score_mod(p, L, S, device) for p in bias.parts]
         if any(p is None for p in parts):
             return None
         return lambda s, b, h, q, kv: functools.reduce(lambda x, f: f(x, b, h, q, kv), parts, s)
@@ -214,10 +217,10 @@ def _flex(call: AttentionCall) -> AttentionOutput:
         # (L, S) tensor; masks that read tensors (padding lengths, bool tensors) are built eagerly
         build = create_block_mask if (by_b or by_h) else _compiled_block_mask()
         block_mask = build(
-            mask_mod(call.mask, call.L, call.S), B if by_b else None, H if by_h else None, call.L, call.S,
-            device=qf.device,
+            mask_mod(call.mask, call.L, call.S, qf.device), B if by_b else None, H if by_h else None,
+            call.L, call.S, device=qf.device,
         )
-    smod = None if call.bias is None else score_mod(call.lazy_bias, call.L, call.S)
+    smod = None if call.bias is None else score_mod(call.lazy_bias, call.L, call.S, call.q.device)
     out = _compiled()(
         qf.contiguous(), kf.contiguous(), v.contiguous(), score_mod=smod, block_mask=block_mask, scale=1.0
     )
