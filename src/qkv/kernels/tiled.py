@@ -335,9 +335,10 @@ def _bias_tile(plan: _Plan, bias_t: Tensor | None, q0, q1, k0, k1, device) -> Te
     return plan.bias.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
 
 
-def _masked_scores(plan, qf, kf, bias_t, params, q0, q1, k0, k1, allowed) -> Tensor:
-    s = _tile_scores(plan, qf[..., q0:q1, :], kf[..., k0:k1, :], params).to(plan.compute_dtype)
-    b = _bias_tile(plan, bias_t, q0, q1, k0, k1, qf.device)
+def _masked_scores(plan, raw: Tensor, bias_t, q0, q1, k0, k1, allowed) -> Tensor:
+    """A tile's raw scores plus its bias, with ``-inf`` where the mask forbids: ``(..., Tq, Tk)``."""
+    s = raw.to(plan.compute_dtype)
+    b = _bias_tile(plan, bias_t, q0, q1, k0, k1, raw.device)
     if b is not None:
         s = s + b.to(plan.compute_dtype)
     if allowed is not None:
@@ -377,7 +378,8 @@ class _TiledAttention(torch.autograd.Function):
             ell = torch.zeros_like(m)
             acc = torch.zeros((*batch, q1 - q0, v.shape[-1]), dtype=dtype, device=device)  # (..., Tq, Dv)
             for k0, k1, allowed in _tiles(plan, q0, q1, device):
-                s = _masked_scores(plan, qf, kf, bias_t, params, q0, q1, k0, k1, allowed)
+                raw = _tile_scores(plan, qf[..., q0:q1, :], kf[..., k0:k1, :], params)
+                s = _masked_scores(plan, raw, bias_t, q0, q1, k0, k1, allowed)
                 m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True))
                 m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
                 p = torch.exp(s - m_safe)  # (..., Tq, Tk); 0 where masked
@@ -424,21 +426,15 @@ class _TiledAttention(torch.autograd.Function):
                 pos_t = position[..., q0:q1].detach().to(dtype)  # (..., Tq)
             for k0, k1, allowed in _tiles(plan, q0, q1, device):
                 qf_t, kf_t = qf[..., q0:q1, :], kf[..., k0:k1, :]
-                if plan.kind == "additive":
-                    raw = _additive_scores(plan, qf_t, kf_t, params[0])
-                elif plan.kind == "dot":
-                    raw = torch.matmul(qf_t, kf_t.transpose(-1, -2))
+                if plan.kind == "callable":  # scores once, with the graph kept for the score's backward
+                    with torch.enable_grad():
+                        qt = qf_t.detach().requires_grad_()
+                        kt = kf_t.detach().requires_grad_()
+                        st = _tile_scores(plan, qt, kt, params)
+                    raw = st.detach()
                 else:
-                    raw = None
-                if raw is None:
-                    s = _masked_scores(plan, qf, kf, bias_t, params, q0, q1, k0, k1, allowed)
-                else:
-                    s = raw.to(dtype)
-                    b = _bias_tile(plan, bias_t, q0, q1, k0, k1, device)
-                    if b is not None:
-                        s = s + b.to(dtype)
-                    if allowed is not None:
-                        s = s.masked_fill(~allowed, float("-inf"))
+                    raw = _tile_scores(plan, qf_t, kf_t, params)
+                s = _masked_scores(plan, raw, bias_t, q0, q1, k0, k1, allowed)
                 p = torch.exp(s - lse_t)  # (..., Tq, Tk): the normalised softmax weights
                 dp = torch.matmul(do_t, vc[..., k0:k1, :].transpose(-1, -2))  # (..., Tq, Tk)
                 if plan.local is not None:
@@ -478,13 +474,8 @@ class _TiledAttention(torch.autograd.Function):
                     dqf[..., q0:q1, :] += duq
                     dkf[..., k0:k1, :] += duk
                 else:
-                    with torch.enable_grad():
-                        qt = qf_t.detach().requires_grad_()
-                        kt = kf_t.detach().requires_grad_()
-                        st = _tile_scores(plan, qt, kt, params)
-                        inputs = [qt, kt, *score_params]
-                        g_st = _reduce_to(ds, st.shape).to(st.dtype)
-                        grads = torch.autograd.grad(st, inputs, g_st, allow_unused=True)
+                    g_st = _reduce_to(ds, st.shape).to(st.dtype)
+                    grads = torch.autograd.grad(st, [qt, kt, *score_params], g_st, allow_unused=True)
                     if grads[0] is not None:
                         dqf[..., q0:q1, :] += grads[0].to(dtype)
                     if grads[1] is not None:
