@@ -1,8 +1,10 @@
-"""Full runs against their targets, and the quick runs' time budget (``pytest -m slow``)."""
+"""Full runs against their targets, and every quick run end to end (``pytest -m slow``).
+
+The quick runs' time (under a minute each on a 2-core CPU) is measured and printed by
+``qkv tour --quick``; machines are too noisy for a test to assert a wall-clock time.
+"""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
@@ -13,11 +15,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("experiment", all_experiments(), ids=lambda e: e.name)
-def test_quick_run_finishes_within_a_minute(experiment, tmp_path):
-    t0 = time.perf_counter()
+def test_quick_run_completes(experiment, tmp_path):
     summary = run_experiment(experiment.name, quick=True, out=tmp_path, progress=False, log=lambda m: None)
     assert summary["status"] in ("ok", "skipped")
-    assert time.perf_counter() - t0 < 60
+    if summary["status"] == "ok":
+        assert summary["metrics"], "a quick run must measure its headline metrics"
 
 
 @pytest.mark.parametrize("name", ["seq2seq-attention", "scaled-dot"])
