@@ -118,7 +118,8 @@ class Seq2Seq(nn.Module):
         if isinstance(self.attention, LocalAttention):
             out = self.attention(h, memory, lengths=src_len, steps=steps, return_weights=True)
         else:
-            key_mask = torch.arange(memory.shape[1], device=memory.device) < src_len[:, None]  # (B, S)
+            lengths = src_len.to(memory.device)[:, None]  # (B, 1)
+            key_mask = torch.arange(memory.shape[1], device=memory.device) < lengths  # (B, S)
             out = self.attention(h, memory, mask=key_mask, return_weights=True)
         return out.output, out.weights
 
