@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from qkv.masks import align_offset, check_align
+
 __all__ = ["Bias", "RelativeBias", "TensorBias", "alibi", "alibi_slopes", "as_bias", "relative"]
 
 
@@ -77,10 +79,6 @@ class TensorBias(Bias):
         return f"TensorBias(shape={tuple(self.tensor.shape)})"
 
 
-def _offset(align: str, L: int, S: int) -> int:
-    return 0 if align == "top_left" else S - L
-
-
 def _distance(q0: int, q1: int, k0: int, k1: int, offset: int, device: torch.device) -> Tensor:
     i = torch.arange(q0, q1, device=device).unsqueeze(-1)  # (Lt, 1)
     j = torch.arange(k0, k1, device=device).unsqueeze(0)  # (1, St)
@@ -100,13 +98,11 @@ class _Alibi(Bias):
         if not isinstance(slopes, Tensor) or slopes.dim() != 1:
             got = tuple(slopes.shape) if isinstance(slopes, Tensor) else type(slopes).__name__
             raise ValueError(f"alibi: slopes must be a 1-D tensor of shape (H,), got {got}")
-        if align not in ("top_left", "bottom_right"):
-            raise ValueError(f"alibi: align must be 'top_left' or 'bottom_right', got {align!r}")
         self.slopes = slopes
-        self.align = align
+        self.align = check_align("alibi", align)
 
     def tile(self, q0, q1, k0, k1, *, L, S, device):
-        dist = _distance(q0, q1, k0, k1, _offset(self.align, L, S), device).abs()  # (Lt, St)
+        dist = _distance(q0, q1, k0, k1, align_offset(self.align, L, S), device).abs()  # (Lt, St)
         slopes = self.slopes.to(device)[:, None, None]  # (H, 1, 1)
         return -slopes * dist.to(slopes.dtype)  # (H, Lt, St)
 
@@ -147,15 +143,13 @@ class RelativeBias(Bias):
             raise ValueError(
                 f"relative: table must have shape (H, 2 * max_distance + 1) = (H, {2 * max_distance + 1}), got {got}"
             )
-        if align not in ("top_left", "bottom_right"):
-            raise ValueError(f"relative: align must be 'top_left' or 'bottom_right', got {align!r}")
         self.table = table
         self.max_distance = max_distance
-        self.align = align
+        self.align = check_align("relative", align)
 
     def tile(self, q0, q1, k0, k1, *, L, S, device):
         R = self.max_distance
-        idx = _distance(q0, q1, k0, k1, _offset(self.align, L, S), device).clamp(-R, R) + R  # (Lt, St)
+        idx = _distance(q0, q1, k0, k1, align_offset(self.align, L, S), device).clamp(-R, R) + R  # (Lt, St)
         return self.table.to(device)[:, idx]  # (H, Lt, St)
 
     def parameters(self) -> list[Tensor]:

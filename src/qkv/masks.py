@@ -83,14 +83,27 @@ def _indices(q0: int, q1: int, k0: int, k1: int, device: torch.device) -> tuple[
     return i, j
 
 
+ALIGNS = ("top_left", "bottom_right")
+
+
+def check_align(owner: str, align: str) -> str:
+    """Validate an ``align`` argument (``"top_left"`` or ``"bottom_right"``), naming its owner."""
+    if align not in ALIGNS:
+        raise ValueError(f"{owner}: align must be 'top_left' or 'bottom_right', got {align!r}")
+    return align
+
+
+def align_offset(align: str, L: int, S: int) -> int:
+    """Key index aligned with query 0: 0 for ``"top_left"``, ``S - L`` for ``"bottom_right"``."""
+    return 0 if align == "top_left" else S - L
+
+
 class _Causal(Mask):
     def __init__(self, align: str) -> None:
-        if align not in ("top_left", "bottom_right"):
-            raise ValueError(f"causal: align must be 'top_left' or 'bottom_right', got {align!r}")
-        self.align = align
+        self.align = check_align("causal", align)
 
     def offset(self, L: int, S: int) -> int:
-        return 0 if self.align == "top_left" else S - L
+        return align_offset(self.align, L, S)
 
     def tile(self, q0, q1, k0, k1, *, L, S, device):
         i, j = _indices(q0, q1, k0, k1, device)
@@ -107,13 +120,11 @@ class _Window(Mask):
     def __init__(self, width: int, align: str) -> None:
         if isinstance(width, bool) or not isinstance(width, int) or width < 0:
             raise ValueError(f"window: width must be an int >= 0, got {width!r}")
-        if align not in ("top_left", "bottom_right"):
-            raise ValueError(f"window: align must be 'top_left' or 'bottom_right', got {align!r}")
         self.width = width
-        self.align = align
+        self.align = check_align("window", align)
 
     def offset(self, L: int, S: int) -> int:
-        return 0 if self.align == "top_left" else S - L
+        return align_offset(self.align, L, S)
 
     def tile(self, q0, q1, k0, k1, *, L, S, device):
         i, j = _indices(q0, q1, k0, k1, device)

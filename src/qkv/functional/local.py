@@ -67,8 +67,6 @@ def local_attention(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be an int >= 1, got {window!r}")
     if not isinstance(position, Tensor) or position.shape != q.shape[:-1]:
         got = tuple(position.shape) if isinstance(position, Tensor) else type(position).__name__
         raise ValueError(f"position must have shape q.shape[:-1] = {tuple(q.shape[:-1])}, got {got}")

@@ -112,11 +112,11 @@ def _depends(mask: M.Mask) -> tuple[bool, bool]:
 def score_mod(bias: Bias, L: int, S: int, device: torch.device | None = None) -> Callable | None:
     """The lazy ``bias`` as a FlexAttention ``score_mod(score, b, h, q_idx, kv_idx)``; None if unknown."""
     if isinstance(bias, _Alibi):
-        off = 0 if bias.align == "top_left" else S - L
+        off = M.align_offset(bias.align, L, S)
         slopes = bias.slopes.to(device)
         return lambda s, b, h, q, kv: s - slopes[h] * (kv - (q + off)).abs()
     if isinstance(bias, RelativeBias):
-        off = 0 if bias.align == "top_left" else S - L
+        off = M.align_offset(bias.align, L, S)
         R, table = bias.max_distance, bias.table.to(device)
         return lambda s, b, h, q, kv: s + table[h, (kv - (q + off)).clamp(-R, R) + R]
     if isinstance(bias, TensorBias):
