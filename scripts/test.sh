@@ -10,4 +10,5 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || echo "note: could not install chromium; the browser test will be skipped" >&2
 fi
 .venv/bin/ruff check src tests benchmarks
+.venv/bin/lint-imports --no-cache  # the import direction (contracts in pyproject.toml)
 exec .venv/bin/python -m pytest "$@"

@@ -68,7 +68,7 @@ def test_list_and_print_config(capsys):
     assert "target: min_exact_match_global >= 0.99" in capsys.readouterr().out
     assert main(["run", "seq2seq-attention", "--quick", "--print-config", "--set", "train.lr=0.01"]) == 0
     cfg = json.loads(capsys.readouterr().out)
-    assert cfg["train"]["lr"] == 0.01 and cfg["train"]["max_steps"] == 200
+    assert cfg["train"]["lr"] == 0.01 and cfg["train"]["max_steps"] == 600  # the quick settings' steps
 
 
 def test_run_report_and_runtime_errors(tmp_path, capsys):
@@ -98,11 +98,116 @@ def test_tour_writes_one_report(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     code = main(["tour", "--quick", "--out", str(tmp_path / "tour"), "--only", "scaled-dot", "--only",
-                 "translation-fra-eng", "--data-dir", str(empty), "--no-progress"])
+                 "translation-fra-eng", "--data-dir", str(empty), "--no-progress", "--offline"])
     assert code == 0
     out = capsys.readouterr().out
     assert "1 ok, 1 skipped, 0 failed" in out and "--data-dir PATH" in out
     assert "report: " in out and (tmp_path / "tour" / "index.html").is_file()
+
+
+def test_bad_seed_is_a_usage_error_that_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        main(["run", "scaled-dot", "--quick", "--seed", "-1", "--out", str(out)])
+    assert e.value.code == 2 and "--seed" in capsys.readouterr().err
+    assert not out.exists()
+    # the library path refuses it before touching the disk too
+    from qkv.experiments.config import ConfigError
+    from qkv.experiments.runner import run_experiment
+
+    with pytest.raises(ConfigError, match="--seed"):
+        run_experiment("scaled-dot", quick=True, out=out, seed=-1, progress=False, log=lambda m: None)
+    assert not out.exists()
+    # and the directory is still free for a good run
+    assert main(["run", "scaled-dot", "--quick", "--out", str(out), "--no-progress", "--set", "num_queries=20",
+                 "--set", "max_log2_dk=1"]) == 0
+
+
+@pytest.mark.parametrize("kind", ["missing", "fra-is-a-dir", "empty-fra", "not-tatoeba"])
+def test_unusable_explicit_data_dir_is_a_usage_error(tmp_path, capsys, kind):
+    data = tmp_path / "data"
+    if kind != "missing":
+        data.mkdir()
+    if kind == "fra-is-a-dir":
+        (data / "fra.txt").mkdir()
+    elif kind == "empty-fra":
+        (data / "fra.txt").write_text("")
+    elif kind == "not-tatoeba":
+        (data / "fra.txt").write_text("just\nsome notes\nwithout tabs\n")
+    out = tmp_path / "run"
+    for argv in (["run", "translation-fra-eng", "--quick", "--out", str(out)],
+                 ["tour", "--quick", "--out", str(out), "--only", "translation-fra-eng"]):
+        assert main([*argv, "--data-dir", str(data), "--no-progress", "--offline"]) == 2
+        err = capsys.readouterr().err
+        assert "--data-dir" in err and str(data) in err, err
+        assert {"missing": "does not exist", "fra-is-a-dir": "not a regular file", "empty-fra": "is empty",
+                "not-tatoeba": "does not look like"}[kind] in err
+        assert not out.exists()
+
+
+def test_offline_skips_without_trying_and_download_failure_is_fast(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("QKV_DATA_DIR", raising=False)
+    calls = []
+
+    def no_network(request, timeout):
+        calls.append(timeout)
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    assert main(["run", "translation-fra-eng", "--quick", "--out", str(tmp_path / "a"), "--offline",
+                 "--no-progress"]) == 0
+    assert calls == [] and "--offline: not downloading" in capsys.readouterr().err
+    assert main(["run", "translation-fra-eng", "--quick", "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert calls and calls[0] <= 10  # a short timeout
+    err = capsys.readouterr().err
+    assert "downloading https://" in err and "network unreachable" in err and "--data-dir PATH" in err
+
+
+def test_device_option(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "scaled-dot", "--device", "tpu"])
+    assert e.value.code == 2
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as e:
+            main(["run", "scaled-dot", "--device", "cuda", "--out", str(tmp_path / "x")])
+        assert e.value.code == 2 and "no CUDA" in capsys.readouterr().err
+        assert not (tmp_path / "x").exists()
+    assert main(["run", "seq2seq-attention", "--quick", "--device", "auto", "--out", str(tmp_path / "r"),
+                 "--no-progress", *_sets(TINY)]) == 0
+
+
+def test_report_on_a_corrupt_summary_names_the_file(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["run", "scaled-dot", "--quick", "--out", str(run), "--no-progress", "--set", "num_queries=20",
+                 "--set", "max_log2_dk=1"]) == 0
+    capsys.readouterr()
+    (run / "summary.json").write_text('{"experiment": "scaled-dot", "metr')
+    assert main(["report", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "summary.json" in err and str(run) in err and "Traceback" not in err
+    (run / "summary.json").write_text("[1, 2]")
+    assert main(["report", str(tmp_path)]) == 1
+    assert "does not hold a JSON object" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "named"), [(["--sizes", "abc"], "--sizes"), (["--sizes", "-5"], "--sizes"),
+                                             (["--sizes", "0"], "--sizes"), (["--backends", "foo"], "--backends"),
+                                             (["--scores", "nope"], "--scores"), (["--repeat", "0"], "--repeat")])
+def test_bench_arguments_are_validated(args, named, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+
+
+def test_bench_without_the_source_checkout_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    import qkv.cli
+
+    monkeypatch.setattr(qkv.cli, "benchmarks_dir", lambda: tmp_path / "nowhere")
+    assert main(["bench", "--quick"]) == 1
+    assert "source checkout" in capsys.readouterr().err
 
 
 def _qkv(*args: str, **kw) -> subprocess.Popen:
@@ -111,6 +216,7 @@ def _qkv(*args: str, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env, **kw)
 
 
+@pytest.mark.slow  # subprocess-heavy: three real `qkv run` processes (~50 s on 2 cores)
 def test_sigkill_then_resume_reaches_the_same_final_metrics(tmp_path):
     """Kill a real `qkv run` with SIGKILL mid-training, resume it, compare with an uninterrupted run."""
     sets = _sets(["variants=global/dot,global/general", "train_size=300", "valid_size=20", "test_size=40",

@@ -3,9 +3,9 @@
 The core is :func:`attend` — score, mask, normalise, read — and the layers built on it.
 """
 
-from qkv import biases, masks, scores
-from qkv.functional import AttentionOutput, attend
-from qkv.layers import Attention, LocalAttention, MultiHeadAttention
+from qkv import positional
+from qkv.functional import AttentionOutput, attend, masks
+from qkv.layers import Attention, LocalAttention, MultiHeadAttention, scores
 
 __all__ = [
     "Attention",
@@ -13,8 +13,8 @@ __all__ = [
     "LocalAttention",
     "MultiHeadAttention",
     "attend",
-    "biases",
     "masks",
+    "positional",
     "scores",
 ]
 __version__ = "0.1.0"

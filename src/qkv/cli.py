@@ -2,12 +2,14 @@
 
     qkv list                                   registered experiments, one line each
     qkv run NAME [--set k=v ...] [--quick] [--out DIR] [--resume] [--seed N] [--data-dir PATH]
+                 [--device cpu|cuda|auto] [--offline]
     qkv tour [--quick] [--out DIR]             every experiment, one HTML report
     qkv report DIR                             re-render index.html from saved results
-    qkv bench [--sizes ...] [--scores ...]     attention backends: time and peak memory (qkv.kernels.bench)
+    qkv bench [--sizes ...] [--scores ...]     attention backends: time and peak memory (benchmarks/harness.py)
 
-Exit codes: 0 success, 1 runtime failure, 2 usage error (bad arguments, unknown experiment,
-bad ``--set``), 130 interrupted.
+Every argument is validated before anything is written to disk. Exit codes: 0 success,
+1 runtime failure, 2 usage error (bad arguments, unknown experiment, bad ``--set``, a
+``--data-dir`` that is not usable), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,6 +27,16 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def _err(message: str) -> None:
     print(f"qkv: error: {message}", file=sys.stderr)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,12 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--quick", action="store_true", help="the quick configuration (under a minute each on a CPU)")
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same metrics")
+        p.add_argument("--seed", type=_seed, default=0,
+                       help="random seed, a non-negative integer (default 0); same seed, same metrics")
         p.add_argument("--resume", action="store_true",
                        help="continue an interrupted run in --out from its checkpoints (same options as before)")
         p.add_argument("--data-dir", metavar="PATH", default=None,
                        help="directory holding datasets (e.g. fra.txt for translation-fra-eng)")
-        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument("--offline", action="store_true",
+                       help="never download datasets; an experiment whose data is not here is skipped")
+        p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                       help="where to train: cpu (default), cuda, or auto (cuda when available)")
+        p.add_argument("--no-progress", action="store_true",
+                       help="no progress output (default: a bar on a terminal, a few lines per variant in a log)")
         p.add_argument("--threads", type=int, default=1, metavar="N",
                        help="torch CPU threads (default 1: these models are small and one thread is fastest)")
 
@@ -85,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(a run directory or a tour directory).")
     p.add_argument("dir", metavar="DIR", help="run or tour directory")
 
-    # `qkv bench ...` is handed to qkv.kernels.bench.main before parsing (see main); listed here for --help
+    # `qkv bench ...` is handed to benchmarks/harness.py before parsing (see main); listed here for --help
     sub.add_parser("bench", help="time and peak memory of the attention backends (qkv bench --help)")
     return parser
 
@@ -116,8 +134,8 @@ def _print_summary(summary: dict) -> None:
         print(f"  {k:<34} {v:.4g}" if isinstance(v, float) else f"  {k:<34} {v}")
     for t in summary["targets"]:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
-        extra = " (quick run)" if summary["quick"] and t["met"] is False else ""
-        print(f"  target {t['metric']} {t['op']} {t['value']:g}: {verdict}{extra}")
+        kind = "quick-run target" if t.get("quick") else "target"
+        print(f"  {kind} {t['metric']} {t['op']} {t['value']:g}: {verdict}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -135,8 +153,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / args.name
     summary = run_experiment(
         args.name, overrides=args.overrides, quick=args.quick, out=out, resume=args.resume, force=args.force,
-        seed=args.seed, data_dir=args.data_dir, progress=not args.no_progress,
-        log=lambda m: print(m, file=sys.stderr),
+        seed=args.seed, data_dir=args.data_dir, progress=not args.no_progress, device=args.device,
+        offline=args.offline, log=lambda m: print(m, file=sys.stderr),
     )
     _print_summary(summary)
     report = write_report(out, title=f"qkv: {args.name}")
@@ -145,17 +163,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_tour(args: argparse.Namespace) -> int:
+    import time
+
     from qkv.experiments.runner import run_tour
     from qkv.viz.report import write_report
 
     quick = args.quick and not args.full
+    t0 = time.perf_counter()
     summaries = run_tour(quick=quick, out=args.out, seed=args.seed, data_dir=args.data_dir, resume=args.resume,
-                         progress=not args.no_progress, only=args.only, log=lambda m: print(m, file=sys.stderr))
+                         progress=not args.no_progress, only=args.only, device=args.device, offline=args.offline,
+                         log=lambda m: print(m, file=sys.stderr))
     report = write_report(args.out, title="qkv tour" + (" (quick)" if quick else ""))
     failed = [s["experiment"] for s in summaries if s["status"] == "failed"]
     skipped = [s["experiment"] for s in summaries if s["status"] == "skipped"]
     print(f"{len(summaries)} experiment(s): {len(summaries) - len(failed) - len(skipped)} ok, "
-          f"{len(skipped)} skipped, {len(failed)} failed")
+          f"{len(skipped)} skipped, {len(failed)} failed in {time.perf_counter() - t0:.0f} s")
     for s in summaries:
         if s["status"] == "skipped":
             print(f"  {s['experiment']} skipped: {s['notes'][0] if s['notes'] else ''}")
@@ -169,8 +191,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from qkv.experiments.config import config_from_dict
     from qkv.experiments.registry import UnknownExperiment, get
     from qkv.experiments.runner import redraw_figures
-    from qkv.train.checkpoint import atomic_write_text
-    from qkv.viz.report import find_runs, write_report
+    from qkv.train.io import save_json
+    from qkv.viz.report import ReportError, find_runs, read_summary, write_report
 
     root = Path(args.dir)
     if not root.is_dir():
@@ -180,8 +202,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not runs:
         _err(f"report: no run found in {str(root)!r} (no summary.json in it or its subdirectories)")
         return EXIT_FAILURE
-    for run_dir in runs:  # redraw figures from the saved data where the experiment is known
-        summary = json.loads((run_dir / "summary.json").read_text())
+    try:
+        summaries = {run_dir: read_summary(run_dir) for run_dir in runs}
+    except ReportError as e:
+        _err(f"report: {e}")
+        return EXIT_FAILURE
+    for run_dir, summary in summaries.items():  # redraw figures from the saved data where the experiment is known
         cfg_file = run_dir / "config.json"
         if summary.get("status") != "ok" or not cfg_file.exists():
             continue
@@ -189,23 +215,44 @@ def _cmd_report(args: argparse.Namespace) -> int:
             experiment = get(summary["experiment"])
             config = config_from_dict(experiment.Config, json.loads(cfg_file.read_text())["config"])
             figures = redraw_figures(experiment, run_dir, config)
-        except (UnknownExperiment, FileNotFoundError, KeyError, TypeError, ValueError) as e:
+        except (UnknownExperiment, FileNotFoundError, KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
             print(f"note: kept the saved figures of {run_dir} ({type(e).__name__}: {e})", file=sys.stderr)
             continue
         summary["figures"] = [{"path": f.path, "caption": f.caption} for f in figures]
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    report = write_report(root, title="qkv report")
+        save_json(run_dir / "summary.json", summary)
+    try:
+        report = write_report(root, title="qkv report")
+    except ReportError as e:
+        _err(f"report: {e}")
+        return EXIT_FAILURE
     print(f"report: {report.resolve()}")
     return EXIT_OK
+
+
+def benchmarks_dir() -> Path:
+    """The repository's ``benchmarks/`` directory, next to ``src/`` in a source checkout."""
+    return Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _cmd_bench(argv: list[str]) -> int:
+    """Load ``benchmarks/harness.py`` from the source checkout and run it (it is not part of the package)."""
+    import runpy
+
+    harness = benchmarks_dir() / "harness.py"
+    if not harness.is_file():
+        _err(f"bench: the benchmark harness is not installed with the package; it lives in the source checkout "
+             f"(looked for {harness}). Clone the repository and install it editable (bash scripts/setup.sh), "
+             "or run `python benchmarks/attention.py` there.")
+        return EXIT_FAILURE
+    module = runpy.run_path(str(harness), run_name="qkv_bench_harness")
+    return int(module["main"](argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qkv`` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # the benchmark has its own options (qkv.kernels.bench)
-        from qkv.kernels.bench import main as bench_main
-
-        return bench_main(argv[1:])
+    if argv[:1] == ["bench"]:  # the benchmark has its own options (benchmarks/harness.py)
+        return _cmd_bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with 2 on usage errors
     from qkv.experiments.config import ConfigError
@@ -220,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
+        if getattr(args, "device", None) == "cuda" and not torch.cuda.is_available():
+            parser.error("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
     handlers = {"list": _cmd_list, "run": _cmd_run, "tour": _cmd_tour, "report": _cmd_report}
     try:
         return handlers[args.command](args)

@@ -116,5 +116,42 @@ def test_translation_on_a_generated_file(tmp_path):
     assert s["metrics"]["bleu/global/dot"] > 20  # a word-for-word "language" is learnable in 150 steps
     assert (tmp_path / "run" / "figures" / "attention_0.png").is_file()
     skipped = run_experiment("translation-fra-eng", quick=True, data_dir=str(tmp_path / "run"),
-                             out=tmp_path / "skip", **QUIET)
+                             out=tmp_path / "skip", offline=True, **QUIET)
     assert skipped["status"] == "skipped" and "--data-dir PATH" in skipped["notes"][0]
+
+
+def test_quick_settings_are_overrides_of_the_defaults():
+    from qkv.experiments.config import config_to_dict
+
+    for experiment in registry.all_experiments():
+        full, quick = config_to_dict(experiment.default_config()), config_to_dict(experiment.quick_config())
+
+        def flat(d, prefix=""):
+            return {k2: v2 for k, v in d.items()
+                    for k2, v2 in (flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) else [(f"{prefix}{k}", v)])}
+
+        differ = {k for k, v in flat(quick).items() if flat(full)[k] != v}
+        assert differ <= set(experiment.quick_overrides), (experiment.name, differ)
+
+
+def test_quick_run_summary_checks_quick_targets(tmp_path):
+    s = run_experiment("seq2seq-attention", overrides=TINY, quick=True, out=tmp_path, **QUIET)
+    targets = {t["metric"]: t for t in s["targets"]}
+    assert targets["min_exact_match"]["quick"] and targets["min_exact_match"]["checked"]
+    assert not targets["min_exact_match_global"]["quick"] and not targets["min_exact_match_global"]["checked"]
+    assert "min_exact_match" in s["metrics"]
+    full = run_experiment("scaled-dot", overrides=["num_queries=50", "max_log2_dk=2"], out=tmp_path / "f", **QUIET)
+    assert all(not t["quick"] and t["checked"] for t in full["targets"])
+
+
+def test_data_dir_checks(tmp_path):
+    from qkv.tasks import tatoeba
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_experiment("translation-fra-eng", quick=True, data_dir=str(tmp_path / "none"), out=tmp_path / "o",
+                       **QUIET)
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "fra.txt").write_text("Go.\tVa !\n")
+    assert tatoeba.check_data_dir(tmp_path) == tmp_path / "fra.txt"
+    (tmp_path / "d").mkdir()
+    assert tatoeba.check_data_dir(tmp_path / "d") is None

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import qkv
 from qkv import masks
+from qkv.functional import normalize as nz
 
 BACKENDS = ["auto", *qkv.kernels.BACKENDS]  # every registered backend
 
@@ -369,7 +370,7 @@ def test_attend_gradcheck_with_masks(backend, mask_kind):
         "bool": torch.tensor([[True, False, True, True], [False] * 4, [True, True, False, False]]),
         "causal_br": masks.causal(align="bottom_right"),
         "padding": masks.padding(torch.tensor([2, 0])),  # batch row 1 fully masked
-        "window": masks.window(1),
+        "window": masks.window(1, align="top_left"),
     }[mask_kind]
 
     def f(q, k, v, bias):
@@ -419,7 +420,7 @@ def test_sample_reproducible_with_generator():
 
     def run(seed):
         return qkv.attend(
-            q, k, v, normalize="sample", generator=torch.Generator().manual_seed(seed), return_weights=True
+            q, k, v, normalize=nz.Sample(generator=torch.Generator().manual_seed(seed)), return_weights=True
         )
 
     a, b, c = run(123), run(123), run(124)
@@ -445,7 +446,7 @@ def test_sample_frequencies_match_softmax():
     k = scores_row[:, None]
     v = torch.eye(S)
     mask = torch.tensor([True, True, False, True, True])  # key 2 masked: never drawn
-    out = qkv.attend(q, k, v, score="dot", mask=mask, normalize="sample", generator=gen)
+    out = qkv.attend(q, k, v, score="dot", mask=mask, normalize=nz.Sample(generator=gen))
     counts = out.output.sum(0)  # one-hot reads of the identity values
     assert counts[2] == 0
     assert counts.sum() == N
@@ -464,7 +465,7 @@ def test_sample_fully_masked_rows_give_zero_log_prob_and_no_nan():
     q = randn(3, 2, gen=gen, requires_grad=True)
     k, v = randn(4, 2, gen=gen), randn(4, 2, gen=gen)
     mask = torch.tensor([[True] * 4, [False] * 4, [False, True, False, True]])
-    out = qkv.attend(q, k, v, mask=mask, normalize="sample", generator=gen, return_weights=True)
+    out = qkv.attend(q, k, v, mask=mask, normalize=nz.Sample(generator=gen), return_weights=True)
     assert out.log_prob.shape == (3,)
     assert out.log_prob[1] == 0
     assert (out.weights[1] == 0).all() and (out.output[1] == 0).all()
@@ -534,8 +535,14 @@ def test_error_mask_not_a_tensor():
 
 def test_error_padding_mask_batch_mismatch():
     q, k, v = _qkv(lead=(2, 1))
+    # the message names the padding mask's real shape (B, 1, 1, S), not one expanded to L
     _raises(
-        ValueError, "mask", "(3, 1, 3, 5)", fn=lambda: qkv.attend(q, k, v, mask=masks.padding(torch.tensor([1, 2, 3])))
+        ValueError,
+        "mask",
+        "padding",
+        "(3, 1, 1, 5)",
+        "(2, 1, 3, 5)",
+        fn=lambda: qkv.attend(q, k, v, mask=masks.padding(torch.tensor([1, 2, 3]))),
     )
 
 
@@ -585,7 +592,7 @@ def test_error_unknown_score_name():
 @pytest.mark.parametrize("name", ["additive", "bilinear", "general", "concat", "mlp"])
 def test_error_parametric_score_name_suggests_make(name):
     q, k, v = _qkv()
-    _raises(ValueError, repr(name), "qkv.scores.make", fn=lambda: qkv.attend(q, k, v, score=name))
+    _raises(ValueError, repr(name), "qkv.layers.scores.make", fn=lambda: qkv.attend(q, k, v, score=name))
 
 
 def test_error_score_not_callable():
@@ -613,10 +620,16 @@ def test_error_unknown_normalizer():
     _raises(TypeError, "normalize", "int", fn=lambda: qkv.attend(q, k, v, normalize=1))
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, float("nan"), True, "0.1"])
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, float("nan")])
 def test_error_bad_dropout(p):
     q, k, v = _qkv()
     _raises(ValueError, "dropout", repr(p), fn=lambda: qkv.attend(q, k, v, dropout=p))
+
+
+@pytest.mark.parametrize("p", [True, "0.1"])
+def test_error_dropout_wrong_type(p):
+    q, k, v = _qkv()
+    _raises(TypeError, "dropout", repr(p), fn=lambda: qkv.attend(q, k, v, dropout=p))
 
 
 def test_error_unknown_backend():
@@ -650,26 +663,12 @@ def test_minus_inf_bias_forbids_like_mask(normalize):
     mask = torch.rand(2, 1, 3, 5, generator=torch.Generator().manual_seed(1)) < 0.5
     mask[0, 0, 1] = False
     bias = torch.zeros(2, 1, 3, 5).masked_fill(~mask, -math.inf)
-    a = qkv.attend(
-        q,
-        k,
-        v,
-        mask=mask,
-        normalize=normalize,
-        return_weights=True,
-        backend="naive",
-        generator=torch.Generator().manual_seed(0),
-    )
-    b = qkv.attend(
-        q,
-        k,
-        v,
-        bias=bias,
-        normalize=normalize,
-        return_weights=True,
-        backend="naive",
-        generator=torch.Generator().manual_seed(0),
-    )
+
+    def norm():  # the same draws for both calls when sampling
+        return nz.Sample(generator=torch.Generator().manual_seed(0)) if normalize == "sample" else normalize
+
+    a = qkv.attend(q, k, v, mask=mask, normalize=norm(), return_weights=True, backend="naive")
+    b = qkv.attend(q, k, v, bias=bias, normalize=norm(), return_weights=True, backend="naive")
     torch.testing.assert_close(b.weights, a.weights)
     torch.testing.assert_close(b.output, a.output)
 
@@ -686,12 +685,15 @@ def test_minus_inf_bias_forbids_like_mask(normalize):
 def test_tensor_inside_a_combined_mask_is_shape_checked(mask):
     """A tensor nested in &/| must broadcast to (L, S) like a plain mask, not be silently sliced."""
     q, k = torch.randn(6, 4), torch.randn(7, 4)
-    with pytest.raises(ValueError, match=r"mask of shape \(\d, 7\) does not broadcast to the scores' shape \(6, 7\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"mask TensorMask\(shape=\(\d, 7\)\) of shape \(\d, 7\) does not broadcast to the scores' shape \(6, 7\)",
+    ):
         qkv.attend(q, k, k, mask=mask())
 
 
 def test_tensor_inside_a_bias_sum_is_shape_checked():
     q, k = torch.randn(1, 1, 6, 4), torch.randn(1, 1, 7, 4)  # (B, H, L, D): ALiBi has a head axis
-    bias = qkv.biases.as_bias(torch.zeros(8, 7)) + qkv.biases.alibi(1)
-    with pytest.raises(ValueError, match=r"bias of shape \(8, 7\) does not broadcast"):
+    bias = qkv.functional.biases.as_bias(torch.zeros(8, 7)) + qkv.positional.alibi(1)
+    with pytest.raises(ValueError, match=r"bias TensorBias\(shape=\(8, 7\)\) of shape \(8, 7\) does not broadcast"):
         qkv.attend(q, k, k, bias=bias)

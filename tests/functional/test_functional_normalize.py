@@ -67,7 +67,12 @@ def apply_rows(ref, scores, mask):
 
 
 def call(name, scores, mask):
-    return nz.NORMALIZERS[name](scores, mask)
+    """The named normaliser (built with default options); ``(weights, log_prob)`` for "sample"."""
+    weights, log_prob = nz.NORMALIZERS[name]().normalize(scores, mask)
+    if name == "sample":
+        return weights, log_prob
+    assert log_prob is None
+    return weights
 
 
 # ----------------------------------------------------------------------------------------------

@@ -133,8 +133,9 @@ def _gq(gen, *shape):
 def test_parameter_free_gradcheck(name):
     gen = torch.Generator().manual_seed(1)
     q, k = _gq(gen, 2, 3, 4), _gq(gen, 1, 5, 4)
-    assert torch.autograd.gradcheck(sc.PARAMETER_FREE[name], (q, k))
-    assert torch.autograd.gradgradcheck(sc.PARAMETER_FREE[name], (q, k))
+    score = sc.PARAMETER_FREE[name]()
+    assert torch.autograd.gradcheck(score, (q, k))
+    assert torch.autograd.gradgradcheck(score, (q, k))
 
 
 def test_bilinear_gradcheck_inputs_and_weight():
@@ -177,7 +178,7 @@ def test_user_callable_score_gradcheck_through_attend():
 def test_width_mismatch_names_shapes(name):
     q, k = torch.randn(2, 3, 4), torch.randn(2, 5, 6)
     with pytest.raises(ValueError) as info:
-        sc.PARAMETER_FREE[name](q, k)
+        sc.PARAMETER_FREE[name]()(q, k)
     msg = str(info.value)
     assert "(2, 3, 4)" in msg and "(2, 5, 6)" in msg and name in msg
 

@@ -10,7 +10,7 @@ import torch
 import qkv
 from qkv import kernels
 from qkv import masks as M
-from qkv.kernels.local import GaussianWindow
+from qkv.functional.local import GaussianWindow
 
 tiled_mod = importlib.import_module("qkv.kernels.tiled")
 
@@ -19,13 +19,7 @@ def _call(L, S, *, H=8, D=16, **kwargs):
     q = torch.randn(1, H, L, D)
     k = torch.randn(1, H, S, D)
     v = torch.randn(1, H, S, D)
-    defaults = dict(
-        score=qkv.functional.scores.scaled_dot, score_name="scaled_dot", scale=None, mask=None, bias=None,
-        normalize="softmax", dropout=0.0, straight_through=False, generator=None, return_weights=False,
-        return_scores=False, batch_shape=(1, H), score_spec="scaled_dot",
-    )
-    defaults.update(kwargs)
-    return kernels.AttentionCall(q=q, k=k, v=v, **defaults)
+    return kernels.AttentionCall.build(q, k, v, **kwargs)
 
 
 def test_dense_dot_product_stays_on_sdpa():
@@ -41,13 +35,13 @@ def test_narrow_window_goes_tiled_only_when_large():
 
 def test_additive_goes_tiled_when_the_hidden_tensor_is_large():
     big = qkv.scores.Additive(16)
-    assert kernels.choose(_call(1024, 1024, score=big, score_name=None, score_spec=big)) == "tiled"
-    assert kernels.choose(_call(4, 4, H=1, score=big, score_name=None, score_spec=big)) == "naive"
+    assert kernels.choose(_call(1024, 1024, score=big)) == "tiled"
+    assert kernels.choose(_call(4, 4, H=1, score=big)) == "naive"
 
 
 def test_weights_requested_stay_naive():
     big = qkv.scores.Additive(16)
-    assert kernels.choose(_call(1024, 1024, score=big, score_name=None, score_spec=big, return_weights=True)) == "naive"
+    assert kernels.choose(_call(1024, 1024, score=big, return_weights=True)) == "naive"
     assert kernels.choose(_call(2048, 2048, return_weights=True)) == "naive"
 
 
@@ -55,7 +49,7 @@ def test_plain_function_score_with_gradients_stays_naive():
     def fn(q, k):
         return q @ k.transpose(-1, -2)
 
-    call = _call(2048, 2048, score=fn, score_name=None, score_spec=fn)
+    call = _call(2048, 2048, score=fn)
     assert kernels.choose(call) == "naive"  # a closure may capture parameters the kernel cannot see
     with torch.no_grad():
         assert kernels.choose(call) == "tiled"
@@ -73,7 +67,7 @@ def test_captured_parameter_of_a_closure_score_gets_its_gradient():
 
 def test_local_p_goes_tiled_when_large():
     pos = torch.arange(2048.0).expand(1, 8, 2048)
-    assert kernels.choose(_call(2048, 2048, local_p=GaussianWindow(pos, 8))) == "tiled"
+    assert kernels.choose(_call(2048, 2048, modifier=GaussianWindow(pos, 8))) == "tiled"
 
 
 @pytest.mark.parametrize("case", ["window", "additive", "local_p"])
@@ -83,7 +77,7 @@ def test_auto_matches_naive_on_the_tiled_path(case, monkeypatch):
     used = []
     real = kernels.BACKENDS["tiled"]
     monkeypatch.setitem(
-        kernels.BACKENDS, "tiled", kernels.Backend(lambda call: used.append(1) or real.run(call), real.supports)
+        kernels.BACKENDS, "tiled", kernels.Backend(lambda call: used.append(1) or real.run(call), real.unsupported)
     )
     L = S = 768
     H, D = 2, 8
@@ -91,7 +85,7 @@ def test_auto_matches_naive_on_the_tiled_path(case, monkeypatch):
     kw = {
         "window": {"mask": M.window(16)},
         "additive": {"score": qkv.scores.Additive(D, hidden_dim=8)},
-        "local_p": {"local_p": GaussianWindow(torch.rand(1, H, L) * S, 8)},
+        "local_p": {"modifier": GaussianWindow(torch.rand(1, H, L) * S, 8)},
     }[case]
     if case == "local_p":
         kw["mask"] = M.padding(torch.tensor([700]))

@@ -42,13 +42,15 @@ def _qkv(L=4, S=6, D=3, Dv=2, dtype=torch.float64, seed=0):
         {},
         {"score": "dot"},
         {"score": "scaled_dot", "scale": 0.3},
-        {"mask": masks.causal()},
+        {"mask": masks.causal(align="top_left")},
         {"mask": masks.causal(align="bottom_right")},
-        {"mask": masks.window(1) & masks.padding(torch.tensor([3, 6]))},
+        {"mask": masks.window(1, align="top_left") & masks.padding(torch.tensor([3, 6]))},
         {"bias": torch.zeros(4, 6)},
         {"dropout": 0.2},
+        {"score": "cosine"},  # a dot product of unit vectors: SDPA takes every score of kind "dot"
+        {"score": qkv.scores.Dot()},
     ],
-    ids=["default", "dot", "scaled", "causal", "causal_br", "window_pad", "bias", "dropout"],
+    ids=["default", "dot", "scaled", "causal", "causal_br", "window_pad", "bias", "dropout", "cosine", "dot_module"],
 )
 def test_auto_uses_sdpa_when_supported(sdpa_calls, kwargs):
     q, k, v = _qkv()
@@ -59,9 +61,8 @@ def test_auto_uses_sdpa_when_supported(sdpa_calls, kwargs):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"score": "cosine"},
         {"score": lambda a, b: a @ b.transpose(-1, -2)},
-        {"score": qkv.scores.Dot()},
+        {"score": qkv.scores.Additive(3).double()},
         {"normalize": "relu"},
         {"normalize": "sparsemax"},
         {"normalize": "hard"},
@@ -70,7 +71,7 @@ def test_auto_uses_sdpa_when_supported(sdpa_calls, kwargs):
         {"return_weights": True},
         {"return_scores": True},
     ],
-    ids=["cosine", "callable", "module", "relu", "sparsemax", "hard", "sample", "user_norm", "weights", "scores"],
+    ids=["callable", "module", "relu", "sparsemax", "hard", "sample", "user_norm", "weights", "scores"],
 )
 def test_auto_falls_back_and_sdpa_refuses(sdpa_calls, kwargs):
     q, k, v = _qkv()
@@ -81,6 +82,20 @@ def test_auto_falls_back_and_sdpa_refuses(sdpa_calls, kwargs):
         qkv.attend(q, k, v, backend="sdpa", **kwargs)
     msg = str(info.value)
     assert "'sdpa'" in msg and "backend" in msg
+
+
+@pytest.mark.parametrize("score", ["cosine", "bilinear"])
+def test_sdpa_computes_every_dot_kind_score_like_naive(score):
+    """Cosine and bilinear are dot products of transformed features: SDPA gives naive's output and gradients."""
+    q, k, v = (t.requires_grad_() for t in _qkv())
+    score = qkv.scores.Bilinear(3).double() if score == "bilinear" else score
+    params = list(score.parameters()) if isinstance(score, torch.nn.Module) else []
+    m = masks.causal(align="top_left")
+    outs = [qkv.attend(q, k, v, score=score, mask=m, backend=b).output for b in ("sdpa", "naive")]
+    torch.testing.assert_close(outs[0], outs[1])
+    grads = [torch.autograd.grad(o.sum(), [q, k, v, *params]) for o in outs]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_return_weights_auto_matches_sdpa_output():

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import qkv
-from qkv import biases
+from qkv import positional as biases
 from qkv import masks as M
 from qkv.functional.local import local_attention
-from qkv.kernels.local import GaussianWindow
+from qkv.functional.local import GaussianWindow
 from qkv.kernels.naive import naive
 
 tiled_mod = importlib.import_module("qkv.kernels.tiled")
@@ -73,13 +73,13 @@ def _masks(B=2, L=11, S=13):
     dense = torch.rand(B, 1, L, S) > 0.4
     return {
         "none": None,
-        "causal_tl": M.causal(),
+        "causal_tl": M.causal(align="top_left"),
         "causal_br": M.causal(align="bottom_right"),
-        "window": M.window(2),
+        "window": M.window(2, align="top_left"),
         "window_br_causal": M.window(3, align="bottom_right") & M.causal(align="bottom_right"),
         "padding": M.padding(torch.tensor([0, 7])),
         "tensor": dense,
-        "tensor_or_causal": dense | M.causal(),
+        "tensor_or_causal": dense | M.causal(align="top_left"),
         "padding_and_tensor": M.padding(torch.tensor([13, 4])) & dense,
     }
 
@@ -126,7 +126,7 @@ def test_explicit_scale_and_broadcast_batch(small_tiles, score_name):
     score = _scores()[score_name]
     _compare(
         [q, k, v],
-        lambda backend: qkv.attend(q, k, v, score=score, scale=0.3, mask=M.causal(), backend=backend).output,
+        lambda backend: qkv.attend(q, k, v, score=score, scale=0.3, mask=M.causal(align="top_left"), backend=backend).output,
     )
 
 
@@ -140,10 +140,12 @@ def _biases(H=3, L=11, S=13):
         "tensor": (tensor, [tensor]),
         "tensor_row": (tensor[..., :1, :], [tensor]),
         "tensor_with_inf": (with_inf, []),
-        "alibi": (biases.alibi(H), []),
+        "alibi": (biases.alibi(H, align="top_left"), []),
         "alibi_br": (biases.alibi(torch.linspace(0.1, 1, H, dtype=F64), align="bottom_right"), []),
-        "relative": (biases.relative(table, max_distance=3), [table]),
-        "relative_plus_alibi": (biases.relative(table, max_distance=3) + biases.alibi(H), [table]),
+        "relative": (biases.relative(table, max_distance=3, align="top_left"), [table]),
+        "relative_plus_alibi": (
+            biases.relative(table, max_distance=3, align="top_left") + biases.alibi(H, align="top_left"), [table]
+        ),
     }
 
 
@@ -166,8 +168,8 @@ def test_tiled_biases_match_naive(small_tiles, score_name, bias_name, mask_name)
 def test_sdpa_accepts_lazy_biases(bias_name):
     q, k, v = _qkv()
     bias, _ = _biases()[bias_name]
-    ref = qkv.attend(q, k, v, bias=bias, mask=M.causal(), backend="naive").output
-    got = qkv.attend(q, k, v, bias=bias, mask=M.causal(), backend="sdpa").output
+    ref = qkv.attend(q, k, v, bias=bias, mask=M.causal(align="top_left"), backend="naive").output
+    got = qkv.attend(q, k, v, bias=bias, mask=M.causal(align="top_left"), backend="sdpa").output
     torch.testing.assert_close(got, ref)
 
 
@@ -186,7 +188,7 @@ def test_local_p_matches_luong_reference(small_tiles, score_name, with_padding):
     ref_grads = _grads(ref, inputs)
     for backend in ("naive", "tiled"):
         got = qkv.attend(
-            q, k, v, score=score, mask=mask, local_p=GaussianWindow(position, D), backend=backend
+            q, k, v, score=score, mask=mask, modifier=GaussianWindow(position, D), backend=backend
         ).output
         torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-8)
         for a, b in zip(_grads(got, inputs), ref_grads, strict=True):
@@ -194,7 +196,7 @@ def test_local_p_matches_luong_reference(small_tiles, score_name, with_padding):
 
 
 def test_local_p_skips_tiles_outside_the_windows(monkeypatch):
-    monkeypatch.setitem(tiled_mod.DEFAULT_TILES, "callable", (8, 8))
+    monkeypatch.setitem(tiled_mod.DEFAULT_TILES, "pairwise", (8, 8))
     calls = []
 
     def score(q, k):
@@ -204,13 +206,13 @@ def test_local_p_skips_tiles_outside_the_windows(monkeypatch):
     L = S = 256
     q, k, v = (torch.randn(1, n, 4, dtype=F64) for n in (L, S, S))
     position = torch.arange(L, dtype=F64).unsqueeze(0)  # local-m style centres
-    qkv.attend(q, k, v, score=score, local_p=GaussianWindow(position, 4), backend="tiled")
+    qkv.attend(q, k, v, score=score, modifier=GaussianWindow(position, 4), backend="tiled")
     dense_tiles = (L // 8) * (S // 8)
     assert 0 < len(calls) <= 3 * (L // 8) < dense_tiles
 
 
 def test_window_skips_tiles(monkeypatch):
-    monkeypatch.setitem(tiled_mod.DEFAULT_TILES, "callable", (16, 16))
+    monkeypatch.setitem(tiled_mod.DEFAULT_TILES, "pairwise", (16, 16))
     calls = []
 
     def score(q, k):
@@ -257,7 +259,7 @@ def test_gradcheck_tiled(score_name, monkeypatch):
     def f(q, k, v, table, position, *ps):
         return qkv.attend(
             q, k, v, score=score, mask=M.causal(align="bottom_right"), bias=biases.relative(table, max_distance=2),
-            local_p=GaussianWindow(position, 2), backend="tiled",
+            modifier=GaussianWindow(position, 2), backend="tiled",
         ).output
 
     assert torch.autograd.gradcheck(f, (q, k, v, table, position, *params), atol=1e-7)
@@ -285,12 +287,7 @@ def test_tiled_property_random_shapes_and_tiles(L, S, tq, tk, width, align, kind
     score = _scores(D=3)[score_name]
     outs = []
     for backend in ("naive", "tiled"):
-        call = qkv.kernels.AttentionCall(
-            q=q, k=k, v=v, score=score if callable(score) else qkv.functional.scores.scaled_dot,
-            score_name=None if callable(score) else "scaled_dot", scale=None, mask=mask, bias=None,
-            normalize="softmax", dropout=0.0, straight_through=False, generator=None, return_weights=False,
-            return_scores=False, batch_shape=(1, 2), score_spec=score,
-        )
+        call = qkv.kernels.AttentionCall.build(q, k, v, score=score, mask=mask)
         out = (tiled_mod.tiled_attention(call, tile_q=tq, tile_k=tk) if backend == "tiled"
                else naive(call).output)
         outs.append((out, *torch.autograd.grad(out.square().sum(), [q, k, v])))
@@ -335,26 +332,23 @@ def test_tiled_errors():
     q, k, v = _qkv()
     with pytest.raises(ValueError, match="backend 'tiled'"):
         qkv.attend(q, k, v, backend="tiled", return_weights=True)
-    with pytest.raises(ValueError, match="does not support"):
+    with pytest.raises(ValueError, match="backend 'tiled' cannot compute this call: it computes softmax only"):
         qkv.attend(q, k, v, backend="tiled", normalize="relu")
-    with pytest.raises(TypeError, match="local_p"):
-        qkv.attend(q, k, v, local_p=3)
+    with pytest.raises(TypeError, match="modifier"):
+        qkv.attend(q, k, v, modifier=3)
     with pytest.raises(ValueError, match="bias"):
         qkv.attend(q, k, v, bias=biases.alibi(5))  # 5 heads vs H = 3
     with pytest.raises(ValueError, match="tile_q"):
-        call = qkv.kernels.AttentionCall(
-            q=q, k=k, v=v, score=qkv.functional.scores.dot, score_name="dot", scale=None, mask=None, bias=None,
-            normalize="softmax", dropout=0.0, straight_through=False, generator=None, return_weights=False,
-            return_scores=False, batch_shape=(2, 3),
-        )
+        call = qkv.kernels.AttentionCall.build(q, k, v, score="dot")
         tiled_mod.tiled_attention(call, tile_q=0)
 
 
 def test_float32_and_bfloat16_run_close_to_naive():
     q, k, v = (t.detach().float() for t in _qkv(L=40, S=50))
     for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 3e-2)):
-        a = qkv.attend(q.to(dtype), k.to(dtype), v.to(dtype), mask=M.causal(), backend="tiled").output
-        b = qkv.attend(q, k, v, mask=M.causal(), backend="naive").output
+        mask = M.causal(align="top_left")
+        a = qkv.attend(q.to(dtype), k.to(dtype), v.to(dtype), mask=mask, backend="tiled").output
+        b = qkv.attend(q, k, v, mask=mask, backend="naive").output
         assert a.dtype == dtype
         torch.testing.assert_close(a.float(), b, atol=tol, rtol=tol)
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import qkv
 from qkv import masks
+from qkv.functional import normalize as nz
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
@@ -46,9 +47,8 @@ def problems(draw, *, min_S=1):
 def test_weights_on_simplex_over_allowed_keys(normalize, score, problem):
     B, H, L, S, D, gen, mask = problem
     q, k, v = _randn(B, H, L, D, gen=gen), _randn(B, 1, S, D, gen=gen), _randn(B, 1, S, 3, gen=gen)
-    out = qkv.attend(
-        q, k, v, score=score, mask=mask, normalize=normalize, return_weights=True, return_scores=True, generator=gen
-    )
+    norm = nz.Sample(generator=gen) if normalize == "sample" else normalize
+    out = qkv.attend(q, k, v, score=score, mask=mask, normalize=norm, return_weights=True, return_scores=True)
     w = out.weights
     assert w.shape == (B, H, L, S)
     assert torch.isfinite(w).all() and torch.isfinite(out.output).all()
@@ -110,9 +110,9 @@ def test_fully_masked_rows_zero_and_nan_free(backend, normalize, dtype, problem,
     assert empty.any()
     kw = {"normalize": normalize}
     if normalize == "hard_st":
-        kw = {"normalize": "hard", "straight_through": True}
+        kw = {"normalize": nz.Hard(straight_through=True)}
     if normalize == "sample":
-        kw["generator"] = gen
+        kw["normalize"] = nz.Sample(generator=gen)
     out = qkv.attend(q, k, v, mask=m, bias=bias, backend=backend, **kw)
     o = out.output
     assert o.dtype == dtype

@@ -143,3 +143,57 @@ def test_optimizer_state_round_trip():
     for idx in a["state"]:
         for key in a["state"][idx]:
             assert torch.equal(a["state"][idx][key], b["state"][idx][key])
+
+
+# -- integrity (issue 8, defect 2) ------------------------------------------------------------
+
+
+def test_flipped_tensor_byte_is_a_checkpoint_error_naming_the_file(tmp_path):
+    path = _write(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # the last tensor's data, far from the header
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"ck\.safetensors.*damaged"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="damaged"):
+        read_checkpoint_meta(path)
+
+
+def test_appended_junk_and_edited_metadata_are_detected(tmp_path):
+    path = _write(tmp_path)
+    good = path.read_bytes()
+    path.write_bytes(good + b"\0junk")
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(path)
+    path.write_bytes(good.replace(b'\\"step\\": 7', b'\\"step\\": 8'))  # same length, valid JSON
+    assert path.read_bytes() != good
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(path)
+
+
+def test_non_finite_weights_with_a_valid_digest_are_refused(tmp_path):
+    path = tmp_path / "nan.safetensors"
+    save_checkpoint(path, {"model.w": torch.tensor([1.0, float("nan")])}, {"step": 1})
+    assert read_checkpoint_meta(path)["step"] == 1  # the file itself is intact
+    with pytest.raises(CheckpointError, match=r"nan\.safetensors.*'model\.w'.*NaN or infinite"):
+        load_checkpoint(path)
+    save_checkpoint(path, {"model.w": torch.tensor([float("inf")], dtype=torch.bfloat16)}, {"step": 1})
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        load_checkpoint(path)
+
+
+def test_older_format_version_is_refused(tmp_path):
+    path = tmp_path / "old.safetensors"
+    save_file({"w": torch.ones(1)}, str(path), metadata={"format": "qkv-checkpoint", "version": "1", "meta": "{}"})
+    with pytest.raises(CheckpointError, match="format version '1'"):
+        load_checkpoint(path)
+
+
+def test_check_permutation():
+    from qkv.train.checkpoint import check_permutation
+
+    assert torch.equal(check_permutation(torch.tensor([2, 0, 1]), 3, path="p"), torch.tensor([2, 0, 1]))
+    for bad in (torch.tensor([0, 1, 3]), torch.tensor([0, 0, 1]), torch.tensor([0, 1]), torch.tensor([0.0, 1, 2]),
+                torch.tensor([-1, 0, 1]), "perm"):
+        with pytest.raises(CheckpointError, match=r"'p'.*not a permutation of range\(3\)"):
+            check_permutation(bad, 3, path="p")

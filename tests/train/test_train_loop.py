@@ -209,3 +209,102 @@ def test_progress_bar_shows_eta(capsys):
         progress=True, desc="demo")
     err = capsys.readouterr().err
     assert "demo" in err and re.search(r"\d\d:\d\d<\d\d:\d\d", err)  # elapsed<remaining
+
+
+def _interrupted_checkpoint(tmp_path):
+    """A checkpoint of step 30 of a run killed at step 37 (as in the resume test above)."""
+    data = _problem()
+    count = {"n": 0}
+
+    def dying_loss(model, batch):
+        count["n"] += 1
+        if count["n"] == 37:
+            raise KeyboardInterrupt
+        return _loss(model, batch)
+
+    ck = tmp_path / "run.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(), data, dying_loss, config=CFG, seed=1, evaluate=_evaluate(data), checkpoint=ck,
+            config_hash="h", progress=False)
+    return data, ck
+
+
+@pytest.mark.parametrize("perm", [torch.tensor([5000] * 200), torch.arange(199), torch.arange(200).flip(0) - 1])
+def test_damaged_data_order_is_a_checkpoint_error(tmp_path, perm):
+    from qkv.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    data, ck = _interrupted_checkpoint(tmp_path)
+    tensors, meta = load_checkpoint(ck)
+    tensors["data.perm"] = perm  # rewritten with a valid digest: only the range check can catch it
+    save_checkpoint(ck, tensors, meta)
+    with pytest.raises(CheckpointError, match=r"run\.safetensors.*'data\.perm'.*not a permutation"):
+        fit(_model(), data, _loss, config=CFG, seed=1, evaluate=_evaluate(data), checkpoint=ck, config_hash="h",
+            resume=True, progress=False)
+
+
+def test_flipped_byte_in_a_finished_checkpoint_fails_resume(tmp_path):
+    from qkv.train.checkpoint import CheckpointError
+
+    data = _problem()
+    ck = tmp_path / "done.safetensors"
+    fit(_model(), data, _loss, config=CFG, seed=1, evaluate=_evaluate(data), checkpoint=ck, config_hash="h",
+        progress=False)
+    raw = bytearray(ck.read_bytes())
+    raw[len(raw) // 2 + 400] ^= 0x10
+    ck.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"done\.safetensors.*damaged"):
+        fit(_model(), data, _loss, config=CFG, seed=1, evaluate=_evaluate(data), checkpoint=ck, config_hash="h",
+            resume=True, progress=False)
+
+
+def test_plain_progress_lines_when_not_a_terminal(capsys):
+    data = _problem()
+    fit(_model(), data, _loss, config=TrainConfig(max_steps=200, eval_every=100, log_every=10), seed=0,
+        evaluate=_evaluate(data), progress=True, desc="quiet")
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "\r" not in err and 3 <= len(lines) <= 6, lines
+    assert lines[0].startswith("quiet: start") and lines[-1].startswith("quiet: done, step 200/200")
+    assert "val_loss" in lines[-1]
+
+
+def test_sharded_sampler_splits_each_epoch_between_ranks():
+    from qkv.train.loop import ShardedSampler
+
+    a = ShardedSampler(10, 3, seed=4, rank=0, world_size=2)
+    b = ShardedSampler(10, 3, seed=4, rank=1, world_size=2)
+    assert a.steps_per_epoch == b.steps_per_epoch == 2
+    epoch_a = torch.cat([a.indices(0), a.indices(1)])
+    epoch_b = torch.cat([b.indices(0), b.indices(1)])
+    assert sorted(torch.cat([epoch_a, epoch_b]).tolist()) == list(range(10))
+    one = ShardedSampler(10, 3, seed=4)
+    assert torch.equal(torch.cat([one.indices(s) for s in range(4)]), torch.randperm(10, generator=torch.Generator()
+                                                                                      .manual_seed(4)))
+    with pytest.raises(ValueError, match="rank"):
+        ShardedSampler(10, 3, seed=0, rank=2, world_size=2)
+
+
+def test_only_the_main_process_writes(tmp_path):
+    data = _problem()
+    ck, log = tmp_path / "c.safetensors", MetricsLog(tmp_path / "m.jsonl")
+    fit(_model(), data, _loss, config=CFG, seed=0, evaluate=_evaluate(data), checkpoint=ck, metrics=log,
+        progress=False, main_process=False)
+    assert not ck.exists() and not log.path.exists()
+
+
+def test_device_and_mixed_precision_options():
+    from qkv.train.loop import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match=r"train\.amp"):
+        TrainConfig(amp="fp8")  # type: ignore[arg-type]
+    data = _problem()
+    result = fit(_model(), data, _loss, config=TrainConfig(max_steps=20, eval_every=20, amp="bf16"), seed=0,
+                 evaluate=_evaluate(data), progress=False, device="auto")
+    assert result.steps == 20 and result.best_metric < 20

@@ -26,7 +26,8 @@ def tour_dir(tmp_path_factory):
     run_experiment("scaled-dot", overrides=["num_queries=100", "max_log2_dk=4"], out=root / "scaled-dot", **quiet)
     empty = root / "no-data"
     empty.mkdir()
-    run_experiment("translation-fra-eng", data_dir=str(empty), out=root / "translation-fra-eng", **quiet)
+    run_experiment("translation-fra-eng", data_dir=str(empty), out=root / "translation-fra-eng", offline=True,
+                   **quiet)
     write_report(root, title="test <tour>")
     return root
 
@@ -36,6 +37,7 @@ def test_report_content(tour_dir):
     page = (tour_dir / "index.html").read_text()
     assert "test &lt;tour&gt;" in page  # escaped
     for needle in ("quick run", "min_exact_match_global", "&gt;= 0.99", "not met (quick run)", "learning_curves.png",
+                   "quick-run target", "min_exact_match<", "&gt;= 0.9<",
                    "seq2seq-attention/figures/attention_0.png", "scaled-dot/figures/scaled_dot.png", "skipped",
                    "--data-dir PATH", "Config", "Held-out dates per variant"):
         assert needle in page, needle

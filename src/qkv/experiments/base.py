@@ -6,7 +6,8 @@ An experiment subclasses :class:`Experiment`, sets ``name``, ``description``, ``
 :meth:`RunContext.fit`, evaluate) and then :meth:`Experiment.figures`, which must draw
 only from files ``run`` saved in the run directory so that ``qkv report`` can redraw them.
 
-Adding an experiment is adding a module ``qkv/experiments/<name>.py``; the registry imports it::
+Adding an experiment is adding a module ``qkv/experiments/<name>.py`` (plus its model and task);
+the registry imports it::
 
     @dataclass(frozen=True)
     class MyConfig:
@@ -20,20 +21,22 @@ Adding an experiment is adding a module ``qkv/experiments/<name>.py``; the regis
         description = "one line for `qkv list`"
         Config = MyConfig
         targets = (Target("acc", ">=", 0.95, "held-out accuracy"),)
-
-        def quick_config(self):            # under a minute on a 2-core CPU
-            return MyConfig(train=TrainConfig(max_steps=100, monitor="acc", monitor_mode="max"))
+        quick_overrides = {"train.max_steps": 100}          # the quick run: the defaults, except these
+        quick_targets = (Target("acc", ">=", 0.8, "held-out accuracy after the quick run"),)
 
         def run(self, config, ctx):
-            seed_everything(ctx.variant_seed("main"))
-            model = build(config)
-            ctx.fit("main", model, data, loss_fn, train=config.train, evaluate=lambda m: {"acc": ...})
-            save_what_the_figures_need(ctx.path("attention.json"))
-            return ExperimentResult(metrics={"acc": ...}, tables=[...], notes=[...])
+            for variant in ("a", "b"):
+                ctx.seed_variant(variant)                   # each variant's init from (seed, variant)
+                model = build(config, variant)
+                ctx.fit(variant, model, data, loss_fn, train=config.train, evaluate=lambda m: {"acc": ...})
+            ctx.save_json("attention.json", what_the_figures_need)   # atomic, redrawn by `qkv report`
+            return ExperimentResult(metrics={"acc": ...}, tables=[Table(...)], notes=[...])
 
         def figures(self, run_dir, config):
-            ...draw from run_dir/attention.json into run_dir/figures/x.png...
-            return [Figure("figures/x.png", "caption")]
+            return attention_figures(run_dir, "caption {n}")   # or any PNG drawn from saved files
+
+The runner adds the learning curves; :mod:`qkv.experiments.seq2seq_common` holds the seq2seq
+batching, decoding and attention-heatmap helpers, :mod:`qkv.viz` the plotting.
 """
 
 from __future__ import annotations
@@ -48,8 +51,11 @@ from typing import Any, ClassVar, Literal
 
 from torch import nn
 
+from qkv.experiments.config import apply_values
+from qkv.train.io import save_json
 from qkv.train.loop import BatchSource, EvalFn, FitResult, LossFn, TrainConfig, fit
 from qkv.train.metrics_log import MetricsLog
+from qkv.train.seeding import seed_everything
 
 __all__ = ["DataUnavailable", "Experiment", "ExperimentResult", "Figure", "RunContext", "Table", "Target"]
 
@@ -60,7 +66,10 @@ class DataUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Target:
-    """A declared goal: ``metrics[metric] op value`` (``op`` is ``">="`` or ``"<="``) for the full run."""
+    """A declared goal: ``metrics[metric] op value`` (``op`` is ``">="`` or ``"<="``).
+
+    An experiment declares ``targets`` for the full run and ``quick_targets`` for ``--quick``.
+    """
 
     metric: str
     op: Literal[">=", "<="]
@@ -117,6 +126,8 @@ class RunContext:
     config_hash: str
     metrics: MetricsLog
     log: Callable[[str], None] = print
+    device: str = "cpu"
+    offline: bool = False
 
     def variant_seed(self, variant: str) -> int:
         """A seed for one variant derived from the run's seed and the variant's name.
@@ -126,6 +137,18 @@ class RunContext:
         """
         digest = hashlib.sha256(f"{self.seed}/{variant}".encode()).digest()
         return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+    def seed_variant(self, variant: str) -> int:
+        """Seed every global RNG with :meth:`variant_seed` (call it before building the variant's model)."""
+        seed = self.variant_seed(variant)
+        seed_everything(seed)
+        return seed
+
+    def save_json(self, name: str, data: Any) -> Path:
+        """Write ``data`` as JSON to the run directory's file ``name``, atomically; returns its path."""
+        path = self.path(name)
+        save_json(path, data)
+        return path
 
     def checkpoint_path(self, variant: str) -> Path:
         return self.run_dir / "checkpoints" / f"{_slug(variant)}.safetensors"
@@ -146,11 +169,12 @@ class RunContext:
         train: TrainConfig,
         evaluate: EvalFn | None = None,
     ) -> FitResult:
-        """:func:`qkv.train.fit` with this run's checkpoint file, metrics log, resume flag and seed."""
+        """:func:`qkv.train.fit` with this run's checkpoint file, metrics log, resume flag, seed and device."""
         return fit(
             model, data, loss_fn, config=train, seed=self.variant_seed(variant), evaluate=evaluate,
             checkpoint=self.checkpoint_path(variant), metrics=self.metrics, variant=variant,
             config_hash=self.config_hash, resume=self.resume, progress=self.progress, desc=variant,
+            device=self.device,
         )
 
 
@@ -162,20 +186,35 @@ class Experiment(ABC):
         description: one line for ``qkv list``.
         Config: the frozen dataclass type of its configuration.
         targets: what the full run must reach (shown against the measured numbers in the report).
+        quick_overrides: the quick run's settings as dotted overrides of the default config
+            (``{"train.max_steps": 600}``); a quick run takes about a minute on a 2-core CPU.
+        quick_targets: what the quick run must reach (checked in a quick run, shown next to
+            ``targets``).
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type]
     targets: ClassVar[tuple[Target, ...]] = ()
+    quick_overrides: ClassVar[dict[str, Any]] = {}
+    quick_targets: ClassVar[tuple[Target, ...]] = ()
 
     def default_config(self) -> Any:
         """The full run's configuration."""
         return self.Config()
 
     def quick_config(self) -> Any:
-        """A configuration that finishes in under a minute on a 2-core CPU (``--quick``)."""
-        return self.default_config()
+        """The default configuration with :attr:`quick_overrides` applied (``--quick``)."""
+        return apply_values(self.default_config(), self.quick_overrides)
+
+    def check(self, config: Any, *, offline: bool = False) -> None:
+        """Validate what ``config`` names outside itself (files, directories) before the run writes anything.
+
+        Raises:
+            qkv.experiments.ConfigError: a usage error the user must fix (e.g. a ``--data-dir``
+                that does not exist); the CLI exits with 2.
+        """
+        return None
 
     @abstractmethod
     def run(self, config: Any, ctx: RunContext) -> ExperimentResult:

@@ -16,7 +16,15 @@ import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
-__all__ = ["ConfigError", "apply_overrides", "config_from_dict", "config_hash", "config_keys", "config_to_dict"]
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "apply_values",
+    "config_from_dict",
+    "config_hash",
+    "config_keys",
+    "config_to_dict",
+]
 
 
 class ConfigError(ValueError):
@@ -145,6 +153,44 @@ def apply_overrides(config: Any, overrides: list[str] | tuple[str, ...]) -> Any:
             valid = config_keys(config)
             listing = "\n".join(f"  {k} ({t})" for k, t in valid.items())
             raise ConfigError(f"--set: unknown key {key!r}. Valid keys:\n{listing}") from None
+    return config
+
+
+def _replace_value(config: Any, path: list[str], value: Any, full_key: str) -> Any:
+    names = {f.name for f in dataclasses.fields(config)}
+    head = path[0]
+    if head not in names:
+        raise KeyError(head)
+    current = getattr(config, head)
+    if len(path) == 1:
+        if dataclasses.is_dataclass(current) and not dataclasses.is_dataclass(value):
+            raise ConfigError(f"{full_key}: {full_key!r} is a group; set one of its fields instead")
+        new = tuple(value) if isinstance(value, list) else value
+    else:
+        if not dataclasses.is_dataclass(current):
+            raise KeyError(head)
+        new = _replace_value(current, path[1:], value, full_key)
+    try:
+        return dataclasses.replace(config, **{head: new})
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{full_key}={value!r}: {e}") from None
+
+
+def apply_values(config: Any, values: dict[str, Any]) -> Any:
+    """Return ``config`` with typed values set by dotted key: ``{"train.max_steps": 600, "model.window": 3}``.
+
+    This is how an experiment states its quick settings: as overrides of its default config,
+    so the quick run differs from the full one only where it says so.
+
+    Raises:
+        ConfigError: an unknown key (the message lists valid keys) or a value the Config rejects.
+    """
+    for key, value in values.items():
+        try:
+            config = _replace_value(config, key.split("."), value, key)
+        except KeyError:
+            listing = "\n".join(f"  {k} ({t})" for k, t in config_keys(config).items())
+            raise ConfigError(f"unknown key {key!r}. Valid keys:\n{listing}") from None
     return config
 
 

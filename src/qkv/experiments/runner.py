@@ -21,14 +21,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from qkv.experiments.base import DataUnavailable, Experiment, Figure, RunContext
+from qkv.experiments.base import DataUnavailable, Experiment, Figure, RunContext, Target
 from qkv.experiments.config import ConfigError, apply_overrides, config_hash, config_keys, config_to_dict
 from qkv.experiments.registry import all_experiments, get
-from qkv.train.checkpoint import atomic_write_text
+from qkv.train.io import save_json
+from qkv.train.loop import resolve_device
 from qkv.train.metrics_log import MetricsLog
 from qkv.train.seeding import seed_everything
 
-__all__ = ["RunError", "build_config", "redraw_figures", "run_experiment", "run_tour"]
+__all__ = ["RunError", "build_config", "check_run_options", "redraw_figures", "run_experiment", "run_tour",
+           "target_rows"]
 
 _RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "index.html")
 _RUN_DIRS = ("checkpoints", "figures")
@@ -47,6 +49,40 @@ def build_config(experiment: Experiment, *, quick: bool, overrides: list[str] | 
             raise ConfigError(f"--data-dir: experiment {experiment.name!r} reads no dataset (it has no data_dir)")
         config = apply_overrides(config, [f"data_dir={data_dir}"])
     return apply_overrides(config, list(overrides))
+
+
+def check_run_options(*, seed: Any, device: str) -> None:
+    """Usage errors in the run options, raised before anything touches the disk.
+
+    Raises:
+        ConfigError: ``seed`` is not a non-negative int, or ``device`` is unknown or unavailable.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"--seed must be a non-negative integer, got {seed!r}")
+    try:
+        resolve_device(device)
+    except ValueError as e:
+        raise ConfigError(f"--device: {e}") from None
+
+
+def target_rows(experiment: Experiment, metrics: dict[str, Any], *, quick: bool) -> list[dict[str, Any]]:
+    """The summary's target entries: the checked ones (quick targets in a quick run) first, then the others.
+
+    Each entry: ``metric, op, value, description, measured, met, quick`` (a quick-run target?),
+    ``checked`` (does this run's verdict count?) and ``full`` (the full-run target on the same
+    metric, for a quick target, so the report can show them side by side).
+    """
+    def row(t: Target, *, is_quick: bool, checked: bool) -> dict[str, Any]:
+        full = next((f for f in experiment.targets if f.metric == t.metric), None) if is_quick else None
+        return {"metric": t.metric, "op": t.op, "value": t.value, "description": t.description,
+                "measured": metrics.get(t.metric), "met": t.check(metrics), "quick": is_quick, "checked": checked,
+                "full": None if full is None else {"op": full.op, "value": full.value}}
+
+    if quick and experiment.quick_targets:
+        quick_metrics = {t.metric for t in experiment.quick_targets}
+        return ([row(t, is_quick=True, checked=True) for t in experiment.quick_targets]
+                + [row(t, is_quick=False, checked=False) for t in experiment.targets if t.metric not in quick_metrics])
+    return [row(t, is_quick=False, checked=True) for t in experiment.targets]
 
 
 def _versions() -> dict[str, str]:
@@ -97,19 +133,25 @@ def run_experiment(
     seed: int = 0,
     data_dir: str | None = None,
     progress: bool = True,
+    device: str = "cpu",
+    offline: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run experiment ``name`` into ``out`` (default ``runs/NAME``) and return its summary.
 
+    Every option is validated before anything is written: a usage error leaves the disk as it was.
+
     Raises:
         qkv.experiments.UnknownExperiment: no such experiment.
-        qkv.experiments.ConfigError: a bad ``--set``.
+        qkv.experiments.ConfigError: a bad ``--set``, ``seed``, ``device`` or ``--data-dir``.
         RunError: ``out`` already holds a run and neither ``resume`` nor ``force`` was given, or
             ``resume`` with a config different from the saved one.
         qkv.train.CheckpointError: a checkpoint to resume from is unreadable.
     """
     experiment = get(name)
+    check_run_options(seed=seed, device=device)
     config = build_config(experiment, quick=quick, overrides=overrides, data_dir=data_dir)
+    experiment.check(config, offline=offline)
     run_dir = Path(out) if out is not None else Path("runs") / name
     spec = {"experiment": name, "seed": seed, "quick": quick, "config": config_to_dict(config)}
     digest = config_hash(spec)
@@ -136,11 +178,12 @@ def run_experiment(
     elif resume:
         log(f"note: --resume but {run_dir} holds no run yet; starting from scratch")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved, json.dumps({**spec, "config_hash": digest}, indent=2, sort_keys=True) + "\n")
+    save_json(saved, {**spec, "config_hash": digest})
 
     seed_everything(seed)
     ctx = RunContext(run_dir=run_dir, seed=seed, quick=quick, resume=resume, progress=progress,
-                     config_hash=digest, metrics=MetricsLog(run_dir / "metrics.jsonl"), log=log)
+                     config_hash=digest, metrics=MetricsLog(run_dir / "metrics.jsonl"), log=log, device=device,
+                     offline=offline)
     t0 = time.perf_counter()
     status, notes, tables, metrics = "ok", [], [], {}
     try:
@@ -164,11 +207,7 @@ def run_experiment(
         "seed": seed,
         "config_hash": digest,
         "metrics": metrics,
-        "targets": [
-            {"metric": t.metric, "op": t.op, "value": t.value, "description": t.description,
-             "measured": metrics.get(t.metric), "met": t.check(metrics)}
-            for t in experiment.targets
-        ],
+        "targets": target_rows(experiment, metrics, quick=quick),
         "tables": [{"title": t.title, "columns": t.columns, "rows": t.rows} for t in tables],
         "figures": [{"path": f.path, "caption": f.caption} for f in figures],
         "notes": notes,
@@ -176,7 +215,7 @@ def run_experiment(
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    save_json(run_dir / "summary.json", summary)
     return summary
 
 
@@ -189,28 +228,36 @@ def run_tour(
     resume: bool = False,
     progress: bool = True,
     only: list[str] | None = None,
+    device: str = "cpu",
+    offline: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Run every registered experiment (or those in ``only``) into ``out/NAME``; never stops at a failure.
 
-    A failing experiment gets a summary with ``status="failed"`` and its error; a missing
-    dataset gives ``status="skipped"``.
+    Usage errors (an unknown name, a bad seed, device or ``--data-dir``) are raised before any
+    experiment runs. A failing experiment gets a summary with ``status="failed"`` and its
+    error; a missing dataset gives ``status="skipped"``.
+
+    Raises:
+        qkv.experiments.UnknownExperiment, qkv.experiments.ConfigError: before anything runs.
     """
     out = Path(out)
     summaries = []
     experiments = [get(n) for n in only] if only else all_experiments()
+    check_run_options(seed=seed, device=device)
+    data_dirs: dict[str, str | None] = {}
+    for experiment in experiments:  # every usage error before the first experiment runs
+        cfg = experiment.quick_config() if quick else experiment.default_config()
+        data_dirs[experiment.name] = data_dir if data_dir is not None and "data_dir" in config_keys(cfg) else None
+        experiment.check(build_config(experiment, quick=quick, data_dir=data_dirs[experiment.name]), offline=offline)
     for i, experiment in enumerate(experiments, 1):
         log(f"[{i}/{len(experiments)}] {experiment.name}: {experiment.description}")
-        exp_data_dir = data_dir
-        if data_dir is not None:
-            cfg = experiment.quick_config() if quick else experiment.default_config()
-            if "data_dir" not in config_keys(cfg):
-                exp_data_dir = None
         t0 = time.perf_counter()
         try:
             summary = run_experiment(
-                experiment.name, quick=quick, out=out / experiment.name, seed=seed, data_dir=exp_data_dir,
-                resume=resume, force=not resume, progress=progress, log=log,
+                experiment.name, quick=quick, out=out / experiment.name, seed=seed,
+                data_dir=data_dirs[experiment.name], resume=resume, force=not resume, progress=progress,
+                device=device, offline=offline, log=log,
             )
         except Exception as e:
             summary = {
@@ -219,8 +266,7 @@ def run_tour(
                 "notes": [f"{type(e).__name__}: {e}", traceback.format_exc(limit=6)],
                 "elapsed_s": round(time.perf_counter() - t0, 2),
             }
-            (out / experiment.name).mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / experiment.name / "summary.json", json.dumps(summary, indent=2) + "\n")
+            save_json(out / experiment.name / "summary.json", summary)
             log(f"[{experiment.name}] FAILED: {type(e).__name__}: {e}")
         summaries.append(summary)
         log(f"[{experiment.name}] {summary['status']} in {summary['elapsed_s']:.1f}s  "

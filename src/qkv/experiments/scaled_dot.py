@@ -20,12 +20,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
 from qkv.experiments.base import Experiment, ExperimentResult, Figure, RunContext, Table, Target
 from qkv.experiments.registry import register
-from qkv.train.checkpoint import atomic_write_text
+from qkv.viz.mpl import pyplot
 
 __all__ = ["ScaledDot", "ScaledDotConfig"]
 
@@ -105,8 +106,8 @@ class ScaledDot(Experiment):
                "typical (median) gradient reaching the scores, scaled / unscaled (largest d_k)"),
     )
 
-    def quick_config(self) -> ScaledDotConfig:
-        return ScaledDotConfig(num_queries=1000)
+    quick_overrides: ClassVar[dict[str, Any]] = {"num_queries": 1000}
+    quick_targets = targets  # the measurement needs no training: the quick run meets the same targets
 
     # build / train / evaluate collapse into `measure`: the mechanism has no parameters to fit.
 
@@ -123,7 +124,7 @@ class ScaledDot(Experiment):
             u, s = cells[False], cells[True]
             rows.append([d_k, u["score_var"], s["score_var"], u["max_weight"], s["max_weight"], u["entropy"],
                          s["entropy"], u["grad_scores_median"], s["grad_scores_median"]])
-        atomic_write_text(ctx.path("scaled_dot.json"), json.dumps({**data, "num_keys": config.num_keys}) + "\n")
+        ctx.save_json("scaled_dot.json", {**data, "num_keys": config.num_keys})
         u_last, s_last = data["unscaled"][-1], data["scaled"][-1]
         metrics = {
             "var_over_dk_max_dev": max(abs(c["score_var"] / d - 1.0) for c, d in zip(data["unscaled"], dks,
@@ -143,13 +144,11 @@ class ScaledDot(Experiment):
         ])
 
     def figures(self, run_dir: Path, config: ScaledDotConfig) -> list[Figure]:
-        from qkv.viz.heatmap import _mpl
-
         path = run_dir / "scaled_dot.json"
         if not path.exists():
             return []
         data = json.loads(path.read_text())
-        plt = _mpl()
+        plt = pyplot()
         dks = data["d_k"]
         fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), layout="constrained")
         fig.suptitle(f"{len(data['unscaled'])} values of d_k, {data['num_keys']} keys per query, Gaussian q, k")

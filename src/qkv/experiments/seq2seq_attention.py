@@ -11,20 +11,33 @@ and *alignment accuracy* — the fraction of target characters whose most-attend
 character is the one that determines it (the task knows the true alignment). The report shows
 the alignment heatmaps of all variants side by side for the same inputs.
 
-Target (full run): every global variant reaches >= 99 % exact match.
+Targets: in the full run every global variant reaches >= 99 % exact match; in the quick run
+(``--quick``, about two minutes on a 2-core CPU) every variant, local-m and local-p included,
+reaches >= 90 %.
+
+Why the quick run trains 600 steps at lr 1e-2: the global variants learn the task in ~200
+steps, but Luong's local variants need more. local-m centres its window on :math:`p_t = t`,
+which cannot follow the reordering (the year comes last in the input and first in the output),
+so it must learn to read the year from the bidirectional encoder states inside a wrong window;
+local-p must first learn its position predictor (eq. 9), which starts at the middle of the
+input for every step and gets gradient only through the Gaussian of eq. 10. At 200 steps and
+lr 5e-3 they reached 0.036 / 0.012 exact match; at 600 steps and lr 1e-2, 0.97 / 0.94
+(measured with seed 0, see the README).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from qkv.experiments._seq2seq import (
+from qkv.experiments.base import Experiment, ExperimentResult, Figure, RunContext, Table, Target
+from qkv.experiments.registry import register
+from qkv.experiments.seq2seq_common import (
     PairBatches,
+    attention_figures,
     check_variants,
     exact_match,
     greedy_decode,
@@ -35,13 +48,10 @@ from qkv.experiments._seq2seq import (
     teacher_forced,
     variant_model,
 )
-from qkv.experiments.base import Experiment, ExperimentResult, Figure, RunContext, Table, Target
-from qkv.experiments.registry import register
 from qkv.models.seq2seq import Seq2SeqConfig
 from qkv.tasks.dates import FORMATS, alignment_accuracy, generate_dates
 from qkv.tasks.vocab import Vocab
 from qkv.train.loop import TrainConfig
-from qkv.train.seeding import seed_everything
 
 __all__ = ["Seq2SeqAttention", "Seq2SeqAttentionConfig"]
 
@@ -80,14 +90,13 @@ class Seq2SeqAttention(Experiment):
                    "concat scores, global vs local-m/local-p attention, alignment heatmaps")
     Config = Seq2SeqAttentionConfig
     targets = (Target("min_exact_match_global", ">=", 0.99, "worst global variant, exact match on held-out dates"),)
-
-    def quick_config(self) -> Seq2SeqAttentionConfig:
-        return Seq2SeqAttentionConfig(
-            train_size=4000, valid_size=200, test_size=500,
-            model=Seq2SeqConfig(embed_dim=24, hidden=48, window=3),
-            train=TrainConfig(max_steps=200, batch_size=64, lr=5e-3, warmup_steps=20, eval_every=100,
-                              checkpoint_every=100, monitor="exact_match", monitor_mode="max"),
-        )
+    quick_overrides: ClassVar[dict[str, Any]] = {  # see the module docstring for why local attention needs these
+        "train_size": 8000, "valid_size": 200, "test_size": 500, "model.embed_dim": 24, "model.hidden": 48,
+        "train.max_steps": 600, "train.lr": 1e-2, "train.warmup_steps": 30, "train.eval_every": 200,
+        "train.checkpoint_every": 200,
+    }
+    quick_targets = (Target("min_exact_match", ">=", 0.9, "worst variant (local ones included), exact match on "
+                            "held-out dates"),)
 
     # -- build -----------------------------------------------------------------------------
     def data(self, config: Seq2SeqAttentionConfig, seed: int) -> dict[str, Any]:
@@ -113,7 +122,7 @@ class Seq2SeqAttention(Experiment):
         max_len = 12  # "YYYY-MM-DD" + <eos> + one spare step
         rows, metrics, panels = [], {}, []
         for variant in config.variants:
-            seed_everything(ctx.variant_seed(variant))
+            ctx.seed_variant(variant)
             model = variant_model(variant, config.model, d["src_vocab"], d["tgt_vocab"])
 
             def evaluate(m: torch.nn.Module, v: str = variant) -> dict[str, float]:
@@ -139,11 +148,12 @@ class Seq2SeqAttention(Experiment):
         globals_ = [metrics[f"exact_match/{v}"] for v in config.variants if parse_variant(v)[0] == "global"]
         if globals_:
             metrics["min_exact_match_global"] = min(globals_)
+        metrics["min_exact_match"] = min(metrics[f"exact_match/{v}"] for v in config.variants)
         save_heatmap_data(ctx.path("attention.json"), panels)
         table = Table("Held-out dates per variant",
                       ["variant", "exact match", "token accuracy", "alignment accuracy", "loss", "steps",
                        "best step"], rows)
-        (ctx.path("variants.json")).write_text(json.dumps({"rows": rows}) + "\n")
+        ctx.save_json("variants.json", {"rows": rows})
         notes = [f"{config.test_size} held-out dates in {len(FORMATS)} formats; alignment accuracy = share of "
                  "target digits whose most-attended source character is the gold one (teacher-forced).",
                  "Reading the pictures: local-m centres its window on p_t = t, which cannot follow the reordering "
@@ -155,26 +165,6 @@ class Seq2SeqAttention(Experiment):
     def figures(self, run_dir: Path, config: Seq2SeqAttentionConfig) -> list[Figure]:
         return attention_figures(run_dir, "Greedy decoding of held-out input {n}: alignment per variant "
                                  "(rows: emitted characters, columns: input characters).")
-
-
-def attention_figures(run_dir: Path, caption: str, *, ncols: int = 3) -> list[Figure]:
-    """One PNG per shown example with a panel per variant, drawn from ``attention.json``."""
-    from qkv.viz.heatmap import HeatmapPanel, save_attention_panels
-
-    path = run_dir / "attention.json"
-    if not path.exists():
-        return []
-    entries = json.loads(path.read_text())
-    figures = []
-    for n in sorted({e["example"] for e in entries}):
-        panels = [HeatmapPanel(e["title"], e["weights"], e["source"], e["target"])
-                  for e in entries if e["example"] == n]
-        name = f"figures/attention_{n}.png"
-        save_attention_panels(panels, run_dir / name, ncols=ncols,
-                              suptitle="".join(panels[0].source) if all(len(t) == 1 for t in panels[0].source)
-                              else " ".join(panels[0].source))
-        figures.append(Figure(name, caption.format(n=n + 1)))
-    return figures
 
 
 def _format_of(source: str) -> str:

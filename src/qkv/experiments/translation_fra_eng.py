@@ -1,25 +1,37 @@
 """``translation-fra-eng``: the seq2seq attention variants on real English -> French sentence pairs.
 
-Data: Tatoeba pairs as packaged by manythings.org (:mod:`qkv.tasks.tatoeba`; ``--data-dir`` or
-``--set download=true``), short sentences only (``max_words`` tokens per side). The split is by
-*English sentence* (seeded shuffle), so no test source sentence was seen in training; every
-French translation of a test sentence is a reference for BLEU (Papineni et al. 2002,
-:mod:`qkv.tasks.bleu`, computed on qkv's word tokens). Models: :class:`qkv.models.Seq2Seq` with
-the attention variants of ``seq2seq-attention`` (Bahdanau et al. 2015; Luong et al. 2015).
+Data: Tatoeba pairs as packaged by manythings.org (:mod:`qkv.tasks.tatoeba`): ``--data-dir``,
+``$QKV_DATA_DIR``, the cache, or, on first use, a download into the cache (a 10-second network
+timeout; ``--offline`` or ``--set download=false`` never downloads). Short sentences only
+(``max_words`` tokens per side). The split is by *English sentence* (seeded shuffle), so no test
+source sentence was seen in training; every French translation of a test sentence is a
+reference for BLEU (Papineni et al. 2002), computed by sacrebleu (:mod:`qkv.tasks.bleu`; default
+13a tokenizer over qkv's space-joined word tokens, its signature recorded in the notes). Models:
+:class:`qkv.models.Seq2Seq` with the attention variants of ``seq2seq-attention`` (Bahdanau et al.
+2015; Luong et al. 2015).
+
+An explicit ``--data-dir`` that cannot be used (no such path, ``fra.txt`` not a regular file,
+empty or not in Tatoeba's format) is a usage error; a directory that simply holds no Tatoeba
+data (the tour passes one ``--data-dir`` to every experiment) is not, and the experiment is
+skipped with instructions.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
-from qkv.experiments._seq2seq import (
+from qkv.experiments.base import DataUnavailable, Experiment, ExperimentResult, Figure, RunContext, Table, Target
+from qkv.experiments.config import ConfigError
+from qkv.experiments.registry import register
+from qkv.experiments.seq2seq_common import (
     PairBatches,
+    attention_figures,
     check_variants,
     greedy_decode,
     heatmap_entry,
@@ -28,15 +40,11 @@ from qkv.experiments._seq2seq import (
     teacher_forced,
     variant_model,
 )
-from qkv.experiments.base import DataUnavailable, Experiment, ExperimentResult, Figure, RunContext, Table, Target
-from qkv.experiments.registry import register
-from qkv.experiments.seq2seq_attention import attention_figures
 from qkv.models.seq2seq import Seq2SeqConfig
 from qkv.tasks import tatoeba
 from qkv.tasks.bleu import corpus_bleu
 from qkv.tasks.vocab import Vocab, word_tokenize
 from qkv.train.loop import TrainConfig
-from qkv.train.seeding import seed_everything
 
 __all__ = ["TranslationFraEng", "TranslationFraEngConfig"]
 
@@ -47,7 +55,7 @@ class TranslationFraEngConfig:
 
     Attributes:
         data_dir: where ``fra.txt`` (or ``fra-eng.zip``) is; empty: ``$QKV_DATA_DIR``, then the cache.
-        download: fetch the archive into the cache when it is not found.
+        download: fetch the archive into the cache when it is not found (not with ``--offline``).
         max_words: keep pairs with at most this many tokens on each side.
         max_pairs: use only the first ``max_pairs`` qualifying pairs (0: all).
         valid_size, test_size: English sentences held out for validation / test.
@@ -55,7 +63,7 @@ class TranslationFraEngConfig:
     """
 
     data_dir: str = ""
-    download: bool = False
+    download: bool = True
     max_words: int = 8
     max_pairs: int = 0
     valid_size: int = 300
@@ -105,32 +113,39 @@ class TranslationFraEng(Experiment):
     name = "translation-fra-eng"
     description = "The seq2seq attention variants on Tatoeba English->French short sentences, BLEU per variant"
     Config = TranslationFraEngConfig
-    targets = (Target("best_bleu", ">=", 25.0, "best variant, corpus BLEU on held-out English sentences"),)
+    targets = (Target("best_bleu", ">=", 25.0, "best variant, sacrebleu corpus BLEU on held-out English sentences"),)
+    quick_overrides: ClassVar[dict[str, Any]] = {
+        "max_words": 5, "max_pairs": 6000, "valid_size": 100, "test_size": 300,
+        "variants": ("global/additive", "global/general", "local-p/general"),
+        "model.hidden": 96, "model.dropout": 0.0, "train.max_steps": 500, "train.lr": 5e-3, "train.warmup_steps": 30,
+        "train.eval_every": 250, "train.checkpoint_every": 250, "train.patience": 0,
+    }
+    quick_targets = (Target("best_bleu", ">=", 15.0, "best variant, sacrebleu corpus BLEU after the quick run"),)
 
-    def quick_config(self) -> TranslationFraEngConfig:
-        return TranslationFraEngConfig(
-            max_words=5, max_pairs=6000, valid_size=100, test_size=300,
-            variants=("global/additive", "global/general", "local-p/general"),
-            model=Seq2SeqConfig(embed_dim=64, hidden=96, window=3),
-            train=TrainConfig(max_steps=500, batch_size=64, lr=5e-3, warmup_steps=30, eval_every=250,
-                              checkpoint_every=250, monitor="bleu", monitor_mode="max"),
-        )
+    def check(self, config: TranslationFraEngConfig, *, offline: bool = False) -> None:
+        """An explicit ``data_dir`` must exist and hold a usable ``fra.txt`` if it holds one (a usage error)."""
+        if config.data_dir:
+            try:
+                tatoeba.check_data_dir(config.data_dir)
+            except (FileNotFoundError, tatoeba.TatoebaFormatError) as e:
+                raise ConfigError(f"--data-dir: {e}") from None
 
-    def load(self, config: TranslationFraEngConfig) -> list[tuple[list[str], list[str]]]:
+    def load(self, config: TranslationFraEngConfig, *, offline: bool = False) -> list[tuple[list[str], list[str]]]:
         """Tokenized, length-filtered (English, French) pairs; DataUnavailable if there is no data."""
         data_dir = config.data_dir or None
         try:
             path = tatoeba.find_fra_txt(data_dir)
         except FileNotFoundError as e:
             raise DataUnavailable(f"{e}.\n{tatoeba.missing_data_message(data_dir)}") from None
-        if path is None and config.download:
+        if path is None and config.download and not offline:
             try:
-                path = tatoeba.download()
+                path = tatoeba.download(timeout=10.0)
             except (OSError, ValueError) as e:
                 raise DataUnavailable(f"downloading {tatoeba.URL} failed: {e}\n"
                                       f"{tatoeba.missing_data_message(data_dir)}") from None
         if path is None:
-            raise DataUnavailable(tatoeba.missing_data_message(data_dir))
+            why = "--offline: not downloading. " if offline and config.download else ""
+            raise DataUnavailable(why + tatoeba.missing_data_message(data_dir))
         pairs = []
         for en, fr in tatoeba.load_pairs(path):
             src, tgt = word_tokenize(en), word_tokenize(fr)
@@ -141,7 +156,7 @@ class TranslationFraEng(Experiment):
         return pairs
 
     def run(self, config: TranslationFraEngConfig, ctx: RunContext) -> ExperimentResult:
-        pairs = self.load(config)
+        pairs = self.load(config, offline=ctx.offline)
         split = split_pairs(pairs, seed=ctx.seed, valid=config.valid_size, test=config.test_size)
         train = split["train"]
         src_vocab = Vocab.build([s for s, _ in train], min_freq=config.min_freq)
@@ -161,15 +176,19 @@ class TranslationFraEng(Experiment):
                 f"{config.valid_size} valid / {config.test_size} test English sentences; "
                 f"vocab en {len(src_vocab)}, fr {len(tgt_vocab)}")
 
+        signature = [""]
+
         def bleu_of(model: torch.nn.Module, name: str, progress: bool = False) -> tuple[float, float]:
             data, refs = held[name]
             dec = greedy_decode(model, data, tgt_vocab, max_len=max_len, progress=progress, desc=f"{name} decode")
             em = sum(h in r for h, r in zip(dec.tokens, refs, strict=True)) / len(refs)
-            return corpus_bleu(dec.tokens, refs).score, em
+            bleu = corpus_bleu(dec.tokens, refs)
+            signature[0] = bleu.signature
+            return bleu.score, em
 
         rows, metrics, panels = [], {}, []
         for variant in config.variants:
-            seed_everything(ctx.variant_seed(variant))
+            ctx.seed_variant(variant)
             model = variant_model(variant, config.model, src_vocab, tgt_vocab)
 
             def evaluate(m: torch.nn.Module) -> dict[str, float]:
@@ -192,9 +211,10 @@ class TranslationFraEng(Experiment):
         table = Table("Held-out English sentences per variant",
                       ["variant", "BLEU", "exact match (any reference)", "token accuracy (first ref.)",
                        "loss (first ref.)", "steps", "best step"], rows)
-        (ctx.path("variants.json")).write_text(json.dumps({"rows": rows}) + "\n")
-        notes = [f"BLEU-4 on qkv word tokens (lower-cased, punctuation split), all French translations of a test "
-                 f"sentence as references; {len(pairs)} pairs with <= {config.max_words} tokens per side."]
+        ctx.save_json("variants.json", {"rows": rows, "bleu_signature": signature[0]})
+        notes = [f"BLEU: sacrebleu corpus BLEU ({signature[0]}) over qkv's word tokens (lower-cased, punctuation "
+                 f"split) joined by spaces; all French translations of a test sentence are references; "
+                 f"{len(pairs)} pairs with <= {config.max_words} tokens per side."]
         return ExperimentResult(metrics=metrics, tables=[table], notes=notes)
 
     def figures(self, run_dir: Path, config: TranslationFraEngConfig) -> list[Figure]:

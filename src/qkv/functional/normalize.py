@@ -27,7 +27,24 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["NORMALIZERS", "hard", "log_softmax", "relu", "sample", "softmax", "sparsemax"]
+__all__ = [
+    "NORMALIZERS",
+    "Custom",
+    "Hard",
+    "NormalizeArg",
+    "Normalizer",
+    "Relu",
+    "Sample",
+    "Softmax",
+    "Sparsemax",
+    "hard",
+    "log_softmax",
+    "relu",
+    "resolve",
+    "sample",
+    "softmax",
+    "sparsemax",
+]
 
 
 def _compute_dtype(scores: Tensor) -> torch.dtype:
@@ -142,12 +159,121 @@ def sample(
     return one_hot.to(scores.dtype), log_prob.squeeze(-1).to(scores.dtype)
 
 
-#: Normalizers by name, with signature ``(scores, mask) -> weights``. ``hard`` and ``sample``
-#: take extra keywords, passed by :func:`qkv.attend`.
-NORMALIZERS: dict[str, Callable[..., object]] = {
-    "softmax": softmax,
-    "relu": relu,
-    "sparsemax": sparsemax,
-    "hard": hard,
-    "sample": sample,
+class Normalizer:
+    """A normaliser: ``(scores, mask) -> weights``, carrying its own options.
+
+    :meth:`normalize` also returns a log-probability (``None`` except for :class:`Sample`).
+    Kernels that compute only softmax attention (SDPA, tiled, flex) accept :class:`Softmax`.
+    """
+
+    name = "custom"
+
+    def __call__(self, scores: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.normalize(scores, mask)[0]
+
+    def normalize(self, scores: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Softmax(Normalizer):
+    """:func:`softmax`."""
+
+    name = "softmax"
+
+    def normalize(self, scores, mask):
+        return softmax(scores, mask), None
+
+
+class Relu(Normalizer):
+    """:func:`relu` (``ReLU(s) / n_allowed``; not a distribution)."""
+
+    name = "relu"
+
+    def normalize(self, scores, mask):
+        return relu(scores, mask), None
+
+
+class Sparsemax(Normalizer):
+    """:func:`sparsemax`."""
+
+    name = "sparsemax"
+
+    def normalize(self, scores, mask):
+        return sparsemax(scores, mask), None
+
+
+class Hard(Normalizer):
+    """:func:`hard`: argmax one-hot; ``straight_through=True`` for the softmax's gradient."""
+
+    name = "hard"
+
+    def __init__(self, *, straight_through: bool = False) -> None:
+        if not isinstance(straight_through, bool):
+            raise TypeError(f"Hard: straight_through must be a bool, got {type(straight_through).__name__}")
+        self.straight_through = straight_through
+
+    def normalize(self, scores, mask):
+        return hard(scores, mask, straight_through=self.straight_through), None
+
+    def __repr__(self) -> str:
+        return f"Hard(straight_through={self.straight_through})"
+
+
+class Sample(Normalizer):
+    """:func:`sample`: one key drawn per query; returns its log-probability for REINFORCE."""
+
+    name = "sample"
+
+    def __init__(self, *, generator: torch.Generator | None = None) -> None:
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"Sample: generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.generator = generator
+
+    def normalize(self, scores, mask):
+        return sample(scores, mask, generator=self.generator)
+
+
+class Custom(Normalizer):
+    """A user callable ``(scores, mask) -> weights``; weight it leaks onto masked keys is zeroed."""
+
+    def __init__(self, fn: Callable[[Tensor, Tensor | None], Tensor]) -> None:
+        self.fn = fn
+
+    def normalize(self, scores, mask):
+        weights = self.fn(scores, mask)
+        if not isinstance(weights, Tensor) or weights.shape != scores.shape:
+            got = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+            raise ValueError(f"normalize must return weights of the scores' shape {tuple(scores.shape)}, got {got}")
+        return (weights if mask is None else weights.masked_fill(~mask, 0.0)), None
+
+    def __repr__(self) -> str:
+        return f"Custom({getattr(self.fn, '__name__', self.fn)!r})"
+
+
+#: Normalisers by name (the classes; :func:`resolve` builds one with default options).
+NORMALIZERS: dict[str, type[Normalizer]] = {
+    "softmax": Softmax,
+    "relu": Relu,
+    "sparsemax": Sparsemax,
+    "hard": Hard,
+    "sample": Sample,
 }
+
+NormalizeArg = str | Normalizer | Callable[[Tensor, Tensor | None], Tensor]
+
+
+def resolve(normalize: NormalizeArg) -> Normalizer:
+    """The ``normalize`` argument of :func:`qkv.attend` as a :class:`Normalizer`."""
+    if isinstance(normalize, Normalizer):
+        return normalize
+    if isinstance(normalize, str):
+        if normalize not in NORMALIZERS:
+            raise ValueError(f"normalize must be one of {sorted(NORMALIZERS)}, a Normalizer or a callable, "
+                             f"got {normalize!r}")
+        return NORMALIZERS[normalize]()
+    if not callable(normalize):
+        raise TypeError(f"normalize must be a name, a Normalizer or a callable, got {type(normalize).__name__}")
+    return Custom(normalize)

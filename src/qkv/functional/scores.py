@@ -5,8 +5,19 @@ Shape legend: ``...`` leading (broadcast) dims, typically ``(B, H)``; ``L`` quer
 
 Every score has the one signature of this library, ``(q, k) -> scores``, with
 ``q (..., L, Dq)``, ``k (..., S, Dk)`` and ``scores (..., L, S)``; a parametric score takes
-its parameters as keyword arguments here, and :mod:`qkv.scores` wraps it as an
+its parameters as keyword arguments here, and :mod:`qkv.layers.scores` wraps it as an
 ``nn.Module`` with the ``(q, k)`` signature.
+
+**A score describes its own structure** to the kernels (:func:`structure`), through a ``kind``
+attribute and one method for that kind:
+
+* ``kind = "dot"`` — a dot product of transformed features: ``dot_features(q, k) -> (q', k', c)``
+  with :math:`s = c\\, q'^\top k'`. SDPA, FlexAttention and the tiled kernel's matmul tiles can
+  take it (dot, scaled dot, cosine, bilinear; NTM's β-sharpened cosine; Hopfield's β-scaled dot).
+* ``kind = "additive"`` — ``additive_features(q, k) -> (h_q, h_k, v)`` with
+  :math:`s_{ij} = v^\top \tanh(h_{q,i} + h_{k,j})`; the tiled kernel projects once and tiles the tanh.
+* anything else (no ``kind``) — a general pairwise function, evaluated by the naive and tiled
+  kernels through its ``(q, k)`` call.
 
 The forms (Qiu, *Neural Networks and Deep Learning* §8.2, seed 001; Luong et al. 2015 §3.1,
 seed 004), writing ``x`` for a key and ``q`` for a query:
@@ -24,20 +35,32 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = [
+    "KINDS",
     "PARAMETER_FREE",
+    "PARAMETRIC",
+    "Cosine",
+    "Dot",
+    "ScaleArg",
+    "Scaled",
+    "ScaledDot",
     "ScoreFn",
     "additive",
     "additive_projections",
     "bilinear",
     "bilinear_query",
+    "check_bilinear",
     "check_same_width",
+    "check_scale",
     "cosine",
     "default_scale",
     "dot",
+    "is_opaque",
+    "resolve",
     "scaled_dot",
+    "structure",
     "unit",
 ]
 
@@ -97,6 +120,15 @@ def additive_projections(
     return (hq if bias is None else hq + bias), hk
 
 
+def check_bilinear(q: Tensor, k: Tensor, weight: Tensor) -> None:
+    """Raise ``ValueError`` unless ``weight`` is ``(Dk, Dq)`` for these queries and keys."""
+    if weight.shape != (k.shape[-1], q.shape[-1]):
+        raise ValueError(
+            f"bilinear: weight must have shape (Dk, Dq) = ({k.shape[-1]}, {q.shape[-1]}) for "
+            f"q {tuple(q.shape)} and k {tuple(k.shape)}, got weight {tuple(weight.shape)}"
+        )
+
+
 def bilinear(q: Tensor, k: Tensor, *, weight: Tensor) -> Tensor:
     """Bilinear ("general") score :math:`x^\\top W q` (Luong et al. 2015, eq. 8).
 
@@ -105,11 +137,7 @@ def bilinear(q: Tensor, k: Tensor, *, weight: Tensor) -> Tensor:
         k: ``(..., S, Dk)``.
         weight: ``(Dk, Dq)``, the matrix :math:`W`.
     """
-    if weight.shape != (k.shape[-1], q.shape[-1]):
-        raise ValueError(
-            f"bilinear: weight must have shape (Dk, Dq) = ({k.shape[-1]}, {q.shape[-1]}) for "
-            f"q {tuple(q.shape)} and k {tuple(k.shape)}, got weight {tuple(weight.shape)}"
-        )
+    check_bilinear(q, k, weight)
     return torch.einsum("...le,...se->...ls", bilinear_query(q, weight), k)
 
 
@@ -151,5 +179,135 @@ def cosine(q: Tensor, k: Tensor, *, eps: float = 1e-8) -> Tensor:
     return torch.einsum("...ld,...sd->...ls", unit(q, eps), unit(k, eps))
 
 
-#: Scores that need no parameters, by name. Parametric ones live in :mod:`qkv.scores`.
-PARAMETER_FREE: dict[str, ScoreFn] = {"dot": dot, "scaled_dot": scaled_dot, "cosine": cosine}
+#: The structural kinds a score can declare (``score.kind``); see the module docstring.
+KINDS = ("dot", "additive", "pairwise")
+
+ScaleArg = float | int | None
+
+
+def structure(score: object) -> str:
+    """The score's structural kind: ``"dot"``, ``"additive"`` or ``"pairwise"`` (the default)."""
+    kind = getattr(score, "kind", "pairwise")
+    return kind if kind in KINDS else "pairwise"
+
+
+def check_scale(scale: object, *, name: str = "scale") -> float | None:
+    """``None`` or a finite real number as a float; anything else is a ``TypeError``/``ValueError``."""
+    if scale is None:
+        return None
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"{name} must be a finite real number or None, got {type(scale).__name__} {scale!r}")
+    if not math.isfinite(scale):
+        raise ValueError(f"{name} must be a finite real number or None, got {scale!r}")
+    return float(scale)
+
+
+class Dot(nn.Module):
+    """Dot-product score :math:`c\\, x^\top q` (Luong "dot"; ``c = scale``, default 1)."""
+
+    kind = "dot"
+    name = "dot"
+
+    def __init__(self, *, scale: ScaleArg = None) -> None:
+        super().__init__()
+        self.scale = check_scale(scale)
+
+    def multiplier(self, width: int) -> float:
+        return 1.0 if self.scale is None else self.scale
+
+    def dot_features(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, float]:
+        check_same_width(self.name, q, k)
+        return q, k, self.multiplier(q.shape[-1])
+
+    def forward(self, q: Tensor, k: Tensor) -> Tensor:
+        qf, kf, c = self.dot_features(q, k)
+        return scaled_dot(qf, kf, scale=c)
+
+    def extra_repr(self) -> str:
+        return "" if self.scale is None else f"scale={self.scale}"
+
+
+class ScaledDot(Dot):
+    """Scaled dot-product score :math:`x^\top q / \\sqrt{D}` (Vaswani et al. 2017), or with an explicit ``scale``."""
+
+    name = "scaled_dot"
+
+    def multiplier(self, width: int) -> float:
+        return default_scale(width) if self.scale is None else self.scale
+
+
+class Cosine(Dot):
+    """Cosine similarity :math:`c\\, x^\top q / (\\lVert x \rVert \\lVert q \rVert)` (MPCNN; NTM content addressing).
+
+    A dot product of unit vectors; norms are clamped below by ``eps``.
+    """
+
+    name = "cosine"
+
+    def __init__(self, *, scale: ScaleArg = None, eps: float = 1e-8) -> None:
+        super().__init__(scale=scale)
+        self.eps = eps
+
+    def dot_features(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, float]:
+        check_same_width(self.name, q, k)
+        return unit(q, self.eps), unit(k, self.eps), self.multiplier(q.shape[-1])
+
+
+class Scaled(nn.Module):
+    """``scale * score(q, k)``, keeping the wrapped score's structure (what ``attend(..., scale=)`` builds)."""
+
+    def __init__(self, score: Callable[[Tensor, Tensor], Tensor], scale: float) -> None:
+        super().__init__()
+        self.inner = score  # registered as a submodule when it is one (its parameters stay visible)
+        self.scale = scale
+        self.kind = structure(score)
+
+    def dot_features(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, float]:
+        qf, kf, c = self.inner.dot_features(q, k)
+        return qf, kf, c * self.scale
+
+    def additive_features(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        hq, hk, v = self.inner.additive_features(q, k)
+        return hq, hk, v * self.scale
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.inner.hidden_dim
+
+    def forward(self, q: Tensor, k: Tensor) -> Tensor:
+        return self.inner(q, k) * self.scale
+
+
+def is_opaque(score: object) -> bool:
+    """Whether the score is a plain function, whose captured tensors (and their gradients) no kernel can see."""
+    return is_opaque(score.inner) if isinstance(score, Scaled) else not isinstance(score, nn.Module)
+
+
+#: Scores that need no parameters, by name: the classes :func:`resolve` builds.
+PARAMETER_FREE: dict[str, type[Dot]] = {"dot": Dot, "scaled_dot": ScaledDot, "cosine": Cosine}
+
+#: Names of parametric scores; build them with :func:`qkv.layers.scores.make`.
+PARAMETRIC = ("additive", "bilinear", "concat", "general", "mlp")
+
+
+def resolve(score: str | ScoreFn, scale: object = None) -> ScoreFn:
+    """The ``score`` argument of :func:`qkv.attend` as one score object, ``scale`` folded in.
+
+    Names become :class:`Dot`/:class:`ScaledDot`/:class:`Cosine`; a callable with a ``scale`` is
+    wrapped in :class:`Scaled` (its structure kept); a callable without one is returned as is.
+    """
+    scale = check_scale(scale)
+    if isinstance(score, str):
+        if score in PARAMETER_FREE:
+            return PARAMETER_FREE[score](scale=scale)
+        if score in PARAMETRIC:
+            raise ValueError(
+                f"score {score!r} has parameters: pass a module, e.g. qkv.layers.scores.make({score!r}, "
+                "query_dim=..., key_dim=...), or use a layer such as qkv.Attention(score=...)"
+            )
+        raise ValueError(
+            f"score must be one of {sorted(PARAMETER_FREE)} or a callable (q, k) -> scores, got {score!r}"
+        )
+    if not callable(score):
+        raise TypeError(f"score must be a name or a callable (q, k) -> scores, got {type(score).__name__}")
+    return score if scale is None else Scaled(score, scale)

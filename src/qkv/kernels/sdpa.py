@@ -2,9 +2,11 @@
 
 Shape legend: ``(B, H, L, D)`` queries, ``(B, H, S, D)`` keys, ``(B, H, S, Dv)`` values.
 
-SDPA returns NaN for a query row whose keys are all masked; qkv's convention is zeros. We let
-such rows attend everywhere (so nothing in forward or backward is NaN) and zero their output
-afterwards, which also zeroes their gradient.
+SDPA computes softmax over a dot product; any score of kind ``"dot"`` qualifies once its
+features are computed (dot, scaled dot, cosine, bilinear, and user scores declaring
+``dot_features``). SDPA returns NaN for a query row whose keys are all masked; qkv's convention
+is zeros. Such rows attend everywhere (so nothing in forward or backward is NaN) and their
+output is zeroed afterwards, which also zeroes their gradient.
 """
 
 from __future__ import annotations
@@ -14,32 +16,33 @@ import torch.nn.functional as F
 
 from qkv.functional.output import AttentionOutput
 from qkv.kernels.call import AttentionCall
-from qkv.masks import _Causal
 
-__all__ = ["sdpa", "sdpa_supports"]
+__all__ = ["sdpa", "sdpa_unsupported"]
 
 
-def sdpa_supports(call: AttentionCall) -> bool:
-    """SDPA computes softmax attention over dot-product scores, without returning weights."""
-    return (
-        call.is_dot_product
-        and call.normalize == "softmax"
-        and not call.return_weights
-        and not call.return_scores
-        and call.local_p is None
-    )
+def sdpa_unsupported(call: AttentionCall) -> str | None:
+    """Why SDPA cannot compute ``call`` (``None`` when it can)."""
+    if call.kind != "dot":
+        return f"it computes dot-product scores only, and score {call.score!r} is of kind {call.kind!r}"
+    if not call.is_softmax:
+        return f"it computes softmax only, got normalize={call.normalize!r}"
+    if call.return_weights or call.return_scores:
+        return "it returns no weights or scores (return_weights/return_scores need backend='naive')"
+    if call.modifier is not None:
+        return f"it applies no weight modifier, got modifier={call.modifier!r}"
+    return None
 
 
 def sdpa(call: AttentionCall) -> AttentionOutput:
-    q, k, v = call.q, call.k, call.v
+    qf, kf, scale = call.score.dot_features(call.q, call.k)
     shape = call.batch_shape
-    q = q.expand(*shape, *q.shape[-2:])
-    k = k.expand(*shape, *k.shape[-2:])
-    v = v.expand(*shape, *v.shape[-2:])
-    scale = call.sdpa_scale()
-    bias = None if call.bias is None else call.lazy_bias.materialize(call.L, call.S, device=q.device)
+    q = qf.expand(*shape, *qf.shape[-2:])  # (..., L, D)
+    k = kf.expand(*shape, *kf.shape[-2:])  # (..., S, D)
+    v = call.v.expand(*shape, *call.v.shape[-2:])  # (..., S, Dv)
+    bias = None if call.bias is None else call.bias.materialize(call.L, call.S, device=q.device)
 
-    if bias is None and isinstance(call.mask, _Causal) and call.mask.align == "top_left" and call.L <= call.S:
+    # torch's is_causal path returns NaN when scale == 0: take it only for a non-zero scale
+    if bias is None and call.mask is not None and call.mask.is_causal(call.L, call.S) and scale != 0:
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=call.dropout, is_causal=True, scale=scale)
         return AttentionOutput(output=out)
     if call.mask is None and bias is None:

@@ -14,21 +14,24 @@ normaliser :math:`\\ell_i` and un-normalised output :math:`a_i`:
            a_i' = e^{m_i - m_i'} a_i + \\sum_j e^{s_{ij} - m_i'} g_{ij} v_j,
 
 and returns :math:`o_i = a_i / \\ell_i` and the log-sum-exp :math:`\\mathrm{lse}_i = m_i + \\log \\ell_i`
-(``g = 1``, except for Luong's local-p, where :math:`g_{ij} = \\exp(-(j - p_i)^2 / 2\\sigma^2)`
-multiplies the normalised weights without renormalising, Luong et al. 2015 eq. 10). Backward
+(``g = 1``, except under a weight modifier (:mod:`qkv.functional.modifiers`), whose factor
+:math:`g_{ij}` multiplies the normalised weights without renormalising — Luong's local-p Gaussian,
+Luong et al. 2015 eq. 10). Backward
 (:class:`_TiledAttention`) keeps only ``o`` and ``lse``, recomputes each tile's
 :math:`P_{ij} = e^{s_{ij} - \\mathrm{lse}_i}` and uses (FlashAttention eq. in App. B.2, with ``g``)
 
 .. math::  dv_j = \\sum_i P_{ij} g_{ij}\\, do_i,\\quad dP_{ij} = do_i^\\top v_j,\\quad
            \\Delta_i = do_i^\\top o_i,\\quad ds_{ij} = P_{ij}(g_{ij}\\, dP_{ij} - \\Delta_i),
 
-then pushes :math:`ds` through the score of the tile. Memory: ``O((L + S)·D)`` plus one tile,
+then pushes :math:`ds` through the score of the tile, and :math:`p_{ij}\\, dP_{ij}` (the gradient
+of the factor) through the modifier's tile to its parameters. Memory: ``O((L + S)·D)`` plus one tile,
 ``O(Tq·Tk)`` for dot products and ``O(Tq·Tk·A)`` for the additive score; no ``(L, S)`` tensor.
 
-Score structure is exploited where it is known (:func:`_prepare`): dot, scaled dot, cosine and
-bilinear scores become a plain dot product of pre-projected features (``q·scale``,
-normalised ``q``/``k``, ``W q``), computed once outside the tiles with ordinary autograd; the
-additive score projects :math:`U q` and :math:`W k` once, so a tile only computes
+The score's declared structure (:func:`qkv.functional.scores.structure`) is exploited: a score
+of kind ``"dot"`` (dot, scaled dot, cosine, bilinear, ...) becomes a plain dot product of its
+``dot_features`` (``q·scale``, normalised ``q``/``k``, ``W q``), computed once outside the tiles
+with ordinary autograd; a score of kind ``"additive"`` projects :math:`U q` and :math:`W k` once
+(``additive_features``), so a tile only computes
 :math:`\\tanh(U q_i + W k_j)^\\top v` (Bahdanau et al. 2015, eq. 6), evaluated as
 :math:`2\\sigma(2 U q_i + 2 W k_j)^\\top v` — equal up to the constant :math:`-\\sum v`, which
 the softmax ignores — because the logistic function is several times cheaper than tanh on CPU. Any other callable is
@@ -36,8 +39,9 @@ evaluated tile by tile and differentiated with :func:`torch.autograd.grad`, its 
 (an ``nn.Module``'s) passed to the autograd Function as inputs. A callable must be
 *row-local*: the score of ``(i, j)`` depends only on query ``i`` and key ``j``.
 
-Masks (:mod:`qkv.masks`) and biases (:mod:`qkv.biases`) are evaluated per tile; key ranges
-outside :meth:`~qkv.masks.Mask.kv_bounds` and tiles whose mask is all false are skipped, so a
+Masks (:mod:`qkv.functional.masks`), biases (:mod:`qkv.functional.biases`) and weight modifiers
+are evaluated per tile through their lazy protocol; key ranges outside
+:meth:`~qkv.functional.masks.Mask.kv_bounds` and tiles whose mask is all false are skipped, so a
 window of width ``w`` costs ``O(L·w)``. A row with no allowed key gets zeros and zero gradients.
 """
 
@@ -53,33 +57,31 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from qkv import scores as score_modules
-from qkv.biases import Bias, TensorBias
-from qkv.functional import scores as fs
+from qkv.functional.biases import Bias, TensorBias
+from qkv.functional.masks import Mask
+from qkv.functional.modifiers import WeightModifier
 from qkv.functional.output import AttentionOutput
 from qkv.kernels.call import AttentionCall
-from qkv.kernels.local import GaussianWindow
-from qkv.masks import Mask
 
-__all__ = ["DEFAULT_TILES", "score_kind", "tiled_attention", "tiled_backend", "tiled_supports"]
+__all__ = ["DEFAULT_TILES", "tiled_attention", "tiled_backend", "tiled_unsupported"]
 
-#: Default ``(tile_q, tile_k)`` per tile kind, measured on a 2-core CPU (``qkv bench``): dot
+#: Default ``(tile_q, tile_k)`` per score kind, measured on a 2-core CPU (``qkv bench``): dot
 #: products like large query blocks (matmuls amortise Python overhead); the additive tile
 #: ``(..., Tq, Tk, A)`` is kept near the L2 cache.
-DEFAULT_TILES: dict[str, tuple[int, int]] = {"dot": (256, 256), "additive": (32, 64), "callable": (128, 128)}
+DEFAULT_TILES: dict[str, tuple[int, int]] = {"dot": (256, 256), "additive": (32, 64), "pairwise": (128, 128)}
 
 
 @dataclass
 class _Plan:
     """What the autograd Function needs besides tensors."""
 
-    kind: str  # "dot" | "additive" | "callable"
-    fn: Callable[[Tensor, Tensor], Tensor] | None  # the tile score, for kind "callable"
+    kind: str  # "dot" | "additive" | "pairwise"
+    fn: Callable[[Tensor, Tensor], Tensor] | None  # the tile score, for kind "pairwise"
     n_score_params: int  # leading entries of ``params`` that belong to the score
+    n_bias_params: int  # the next entries belong to a lazy bias; the rest to the modifier
     mask: Mask | None
-    bias: Bias | None
-    bias_tensor: bool  # bias is a TensorBias whose tensor is an input (gradient accumulated directly)
-    local: GaussianWindow | None
+    bias: Bias | None  # a lazy bias other than a plain tensor (that one is the input ``bias_t``)
+    modifier: WeightModifier | None
     L: int
     S: int
     tile_q: int
@@ -88,51 +90,31 @@ class _Plan:
     compiled: bool = False  # additive tiles through torch.compile'd functions (see _compiled_additive)
 
 
-def tiled_supports(call: AttentionCall) -> bool:
-    """Softmax attention without dropout and without returning weights or scores."""
-    return call.normalize == "softmax" and call.dropout == 0.0 and not call.return_weights and not call.return_scores
+def tiled_unsupported(call: AttentionCall) -> str | None:
+    """Why the tiled kernel cannot compute ``call`` (``None`` when it can): softmax, no dropout, no weights."""
+    if not call.is_softmax:
+        return f"it computes softmax only, got normalize={call.normalize!r}"
+    if call.dropout:
+        return f"it applies no dropout, got dropout={call.dropout}"
+    if call.return_weights or call.return_scores:
+        return "it returns no weights or scores (return_weights/return_scores need backend='naive')"
+    return None
 
 
-def score_kind(call: AttentionCall) -> str:
-    """How the tiled kernel evaluates the call's score: ``"dot"``, ``"additive"`` or ``"callable"``."""
-    if call.score_name in ("dot", "scaled_dot", "cosine") or isinstance(
-        call.score_spec, (score_modules.Dot, score_modules.ScaledDot, score_modules.Cosine, score_modules.Bilinear)
-    ):
-        return "dot"
-    if isinstance(call.score_spec, score_modules.Additive):
-        return "additive"
-    return "callable"
-
-
-def _scale_of(call: AttentionCall, default: float) -> float:
-    return default if call.scale is None else float(call.scale)
-
-
-def _prepare(call: AttentionCall) -> tuple[str, Tensor, Tensor, list[Tensor], Callable | None]:
-    """Rewrite the score as ``(kind, q-features, k-features, score params, tile fn)`` with ordinary autograd."""
-    q, k = call.q, call.k
-    spec = call.score_spec
-    name = call.score_name
-    if name == "dot" or isinstance(spec, score_modules.Dot):
-        return "dot", q * _scale_of(call, 1.0), k, [], None
-    if isinstance(spec, score_modules.ScaledDot):  # the module's own scale, times attend's
-        own = fs.default_scale(q.shape[-1]) if spec.scale is None else spec.scale
-        return "dot", q * (own * _scale_of(call, 1.0)), k, [], None
-    if name == "scaled_dot":
-        return "dot", q * _scale_of(call, fs.default_scale(q.shape[-1])), k, [], None
-    if name == "cosine" or isinstance(spec, score_modules.Cosine):
-        eps = getattr(spec, "eps", 1e-8)
-        return "dot", fs.unit(q, eps) * _scale_of(call, 1.0), fs.unit(k, eps), [], None
-    if isinstance(spec, score_modules.Bilinear):
-        return "dot", fs.bilinear_query(q, spec.weight) * _scale_of(call, 1.0), k, [], None
-    if isinstance(spec, score_modules.Additive):
+def _features(call: AttentionCall) -> tuple[Tensor, Tensor, list[Tensor], Callable | None]:
+    """The score as ``(q-features, k-features, score params, tile fn)``, projections by ordinary autograd."""
+    q, k, score = call.q, call.k, call.score
+    if call.kind == "dot":
+        qf, kf, c = score.dot_features(q, k)
+        return qf * c, kf, [], None
+    if call.kind == "additive":
         # v^T tanh(z) = 2 v^T sigmoid(2 z) - sum(v), and softmax ignores the constant: the tile
         # evaluates sigmoid(u_i + u_j)^T w with u = 2 (U q + b), 2 W k and w = 2 v (sigmoid is ~5x
         # cheaper than tanh on CPU, and it dominates the tile's cost).
-        hq, hk = fs.additive_projections(q, k, w_q=spec.w_q, w_k=spec.w_k, bias=spec.bias)  # (..., L|S, A)
-        return "additive", 2 * hq, 2 * hk, [spec.v * (2 * _scale_of(call, 1.0))], None
-    params = list(spec.parameters()) if isinstance(spec, nn.Module) else []
-    return "callable", q, k, params, call.score
+        hq, hk, v = score.additive_features(q, k)  # (..., L, A), (..., S, A), (A,)
+        return 2 * hq, 2 * hk, [2 * v], None
+    params = [p for p in score.parameters() if p.requires_grad] if isinstance(score, nn.Module) else []
+    return q, k, params, score
 
 
 def tiled_attention(call: AttentionCall, *, tile_q: int | None = None, tile_k: int | None = None) -> Tensor:
@@ -141,37 +123,33 @@ def tiled_attention(call: AttentionCall, *, tile_q: int | None = None, tile_k: i
     Args:
         tile_q, tile_k: query and key tile sizes (default :data:`DEFAULT_TILES` by score kind).
     """
-    if not tiled_supports(call):
-        raise ValueError(
-            "backend 'tiled' computes softmax attention without dropout and without returned "
-            f"weights/scores; got normalize={call.normalize!r}, dropout={call.dropout}, "
-            f"return_weights={call.return_weights}, return_scores={call.return_scores}"
-        )
-    kind, qf, kf, score_params, fn = _prepare(call)
+    reason = tiled_unsupported(call)
+    if reason:
+        raise ValueError(f"backend 'tiled' cannot compute this call: {reason}")
+    qf, kf, score_params, fn = _features(call)
     shape = call.batch_shape
     qf = qf.expand(*shape, *qf.shape[-2:])  # (..., L, D)
     kf = kf.expand(*shape, *kf.shape[-2:])  # (..., S, D)
     v = call.v.expand(*shape, *call.v.shape[-2:])  # (..., S, Dv)
-    dq, dk = DEFAULT_TILES[kind]
+    dq, dk = DEFAULT_TILES[call.kind]
     tq = dq if tile_q is None else tile_q
     tk = dk if tile_k is None else tile_k
     for name, t in (("tile_q", tq), ("tile_k", tk)):
         if isinstance(t, bool) or not isinstance(t, int) or t < 1:
             raise ValueError(f"{name} must be a positive int, got {t!r}")
 
-    bias = call.lazy_bias
-    bias_tensor = isinstance(bias, TensorBias)
-    bias_input = bias.tensor if bias_tensor else None
-    bias_params = [] if bias is None or bias_tensor else bias.parameters()
-    position = None if call.local_p is None else call.local_p.position
+    bias = call.bias
+    bias_input = bias.tensor if isinstance(bias, TensorBias) else None  # its gradient is accumulated directly
+    lazy_bias = None if bias_input is not None else bias
+    bias_params = [] if lazy_bias is None else lazy_bias.parameters()
+    modifier_params = [] if call.modifier is None else call.modifier.parameters()
     dtype = torch.float32 if v.dtype in (torch.float16, torch.bfloat16) else v.dtype
     plan = _Plan(
-        kind=kind, fn=fn, n_score_params=len(score_params), mask=call.mask, bias=bias, bias_tensor=bias_tensor,
-        local=call.local_p, L=call.L, S=call.S, tile_q=tq, tile_k=tk, compute_dtype=dtype,
-        compiled=kind == "additive" and _compile_worthwhile(qf, kf, call, dtype),
+        kind=call.kind, fn=fn, n_score_params=len(score_params), n_bias_params=len(bias_params), mask=call.mask,
+        bias=lazy_bias, modifier=call.modifier, L=call.L, S=call.S, tile_q=tq, tile_k=tk, compute_dtype=dtype,
+        compiled=call.kind == "additive" and _compile_worthwhile(qf, kf, call, dtype),
     )
-    params = [*score_params, *bias_params]
-    return _TiledAttention.apply(plan, qf, kf, v, bias_input, position, *params)
+    return _TiledAttention.apply(plan, qf, kf, v, bias_input, *score_params, *bias_params, *modifier_params)
 
 
 def tiled_backend(call: AttentionCall) -> AttentionOutput:
@@ -183,33 +161,15 @@ def tiled_backend(call: AttentionCall) -> AttentionOutput:
 # the tile loop, shared by forward and backward
 
 
-def _key_range(plan: _Plan, q0: int, q1: int) -> tuple[int, int]:
-    lo, hi = 0, plan.S
-    if plan.mask is not None:
-        lo, hi = plan.mask.kv_bounds(q0, q1, L=plan.L, S=plan.S)
-    if plan.local is not None:
-        wlo, whi = plan.local.mask().kv_bounds(q0, q1, L=plan.L, S=plan.S)
-        lo, hi = max(lo, wlo), min(hi, whi)
-    return lo, max(lo, hi)
-
-
-def _allowed(plan: _Plan, q0: int, q1: int, k0: int, k1: int, device: torch.device) -> Tensor | None:
-    """The tile's bool mask (mask & local window), broadcastable to ``(..., Tq, Tk)``, or ``None``."""
-    out = None
-    if plan.mask is not None:
-        out = plan.mask.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
-    if plan.local is not None:
-        win = plan.local.mask().tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
-        out = win if out is None else out & win
-    return out
-
-
 def _tiles(plan: _Plan, q0: int, q1: int, device: torch.device):
-    """Yield ``(k0, k1, allowed)`` for the key tiles a query block may attend to."""
-    lo, hi = _key_range(plan, q0, q1)
-    for k0 in range(lo, hi, plan.tile_k):
+    """Yield ``(k0, k1, allowed)`` for the key tiles a query block may attend to.
+
+    ``allowed`` is the tile's bool mask, broadcastable to ``(..., Tq, Tk)``, or ``None`` (no mask).
+    """
+    lo, hi = (0, plan.S) if plan.mask is None else plan.mask.kv_bounds(q0, q1, L=plan.L, S=plan.S)
+    for k0 in range(lo, max(lo, hi), plan.tile_k):
         k1 = min(hi, k0 + plan.tile_k)
-        allowed = _allowed(plan, q0, q1, k0, k1, device)
+        allowed = None if plan.mask is None else plan.mask.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
         if allowed is not None and not bool(allowed.any()):
             continue  # the mask rules the whole tile out
         yield k0, k1, allowed
@@ -314,9 +274,10 @@ def _additive_hidden(uq_t: Tensor, uk_t: Tensor) -> Tensor:
 
 
 def _tile_scores(plan: _Plan, qf_t: Tensor, kf_t: Tensor, params: tuple[Tensor, ...]) -> Tensor:
-    """Raw scores of one tile ``(..., Tq, Tk)`` (no bias, no mask)."""
+    """Raw scores of one tile ``(..., Tq, Tk)`` (no bias, no mask); half-precision dot products in float32."""
     if plan.kind == "dot":
-        return torch.matmul(qf_t, kf_t.transpose(-1, -2))  # (..., Tq, Tk)
+        cd = plan.compute_dtype
+        return torch.matmul(qf_t.to(cd), kf_t.to(cd).transpose(-1, -2))  # (..., Tq, Tk)
     if plan.kind == "additive":
         return _additive_scores(plan, qf_t, kf_t, params[0])  # (..., Tq, Tk)
     s = plan.fn(qf_t, kf_t)
@@ -327,23 +288,24 @@ def _tile_scores(plan: _Plan, qf_t: Tensor, kf_t: Tensor, params: tuple[Tensor, 
     return s
 
 
-def _bias_tile(plan: _Plan, bias_t: Tensor | None, q0, q1, k0, k1, device) -> Tensor | None:
-    if plan.bias is None:
-        return None
-    if plan.bias_tensor:
-        return TensorBias(bias_t).tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
-    return plan.bias.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
-
-
 def _masked_scores(plan, raw: Tensor, bias_t, q0, q1, k0, k1, allowed) -> Tensor:
     """A tile's raw scores plus its bias, with ``-inf`` where the mask forbids: ``(..., Tq, Tk)``."""
     s = raw.to(plan.compute_dtype)
-    b = _bias_tile(plan, bias_t, q0, q1, k0, k1, raw.device)
-    if b is not None:
-        s = s + b.to(plan.compute_dtype)
+    bias = TensorBias(bias_t) if bias_t is not None else plan.bias
+    if bias is not None:
+        s = s + bias.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=raw.device).to(plan.compute_dtype)
     if allowed is not None:
         s = s.masked_fill(~allowed, float("-inf"))
     return s  # (..., Tq, Tk)
+
+
+def _lazy_grads(lazy, q0, q1, k0, k1, plan: _Plan, params: tuple[Tensor, ...], grad: Tensor, device):
+    """Gradients of ``params`` through one tile of a lazy bias or modifier, given the tile's gradient ``grad``."""
+    with torch.enable_grad():
+        t = lazy.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
+        if not t.requires_grad:
+            return [None] * len(params)
+        return torch.autograd.grad(t, params, _reduce_to(grad, t.shape).to(t.dtype), allow_unused=True)
 
 
 def _reduce_to(x: Tensor, shape: torch.Size) -> Tensor:
@@ -362,10 +324,14 @@ def _slices(shape: torch.Size, q0, q1, k0, k1) -> tuple:
 
 
 class _TiledAttention(torch.autograd.Function):
-    """Forward keeps ``o`` and ``lse``; backward recomputes the scores tile by tile."""
+    """Forward keeps ``o`` and ``lse``; backward recomputes the scores tile by tile.
+
+    Inputs: ``plan, qf, kf, v, bias_t, *params`` with ``params`` = score parameters, lazy-bias
+    parameters, modifier parameters (counted by the plan).
+    """
 
     @staticmethod
-    def forward(ctx, plan: _Plan, qf, kf, v, bias_t, position, *params):
+    def forward(ctx, plan: _Plan, qf, kf, v, bias_t, *params):
         dtype = plan.compute_dtype
         device = qf.device
         batch = qf.shape[:-2]
@@ -385,8 +351,8 @@ class _TiledAttention(torch.autograd.Function):
                 p = torch.exp(s - m_safe)  # (..., Tq, Tk); 0 where masked
                 alpha = torch.exp(m - m_safe)  # 0 while m = -inf
                 ell = ell * alpha + p.sum(dim=-1, keepdim=True)
-                if plan.local is not None:  # local-p: the Gaussian multiplies the weights only
-                    p = p * plan.local.gaussian(position[..., q0:q1].detach().to(dtype), k0, k1)
+                if plan.modifier is not None:  # the factor multiplies the weights only, not the normaliser
+                    p = p * plan.modifier.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device).to(dtype)
                 acc = acc * alpha + torch.matmul(p, vc[..., k0:k1, :])
                 m = m_new
             nonempty = ell > 0
@@ -394,17 +360,17 @@ class _TiledAttention(torch.autograd.Function):
             block_lse = torch.where(nonempty, m + torch.log(ell), torch.full_like(m, float("inf")))
             lse[..., q0:q1] = block_lse.squeeze(-1)
         ctx.plan = plan
-        ctx.save_for_backward(qf, kf, v, bias_t, position, out, lse, *params)
+        ctx.save_for_backward(qf, kf, v, bias_t, out, lse, *params)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         plan: _Plan = ctx.plan
-        qf, kf, v, bias_t, position, out, lse, *params = ctx.saved_tensors
+        qf, kf, v, bias_t, out, lse, *params = ctx.saved_tensors
         params = tuple(params)
         dtype = plan.compute_dtype
         device = qf.device
-        need = ctx.needs_input_grad  # (plan, qf, kf, v, bias, position, *params)
+        need = ctx.needs_input_grad  # (plan, qf, kf, v, bias_t, *params)
         do = grad_out.to(dtype)
         vc = v.to(dtype)
         delta = (do * out.to(dtype)).sum(dim=-1)  # (..., L)
@@ -412,21 +378,25 @@ class _TiledAttention(torch.autograd.Function):
         dkf = torch.zeros_like(kf, dtype=dtype)
         dv = torch.zeros_like(v, dtype=dtype)
         dbias = torch.zeros_like(bias_t, dtype=dtype) if bias_t is not None and need[4] else None
-        dpos = torch.zeros_like(position, dtype=dtype) if position is not None and need[5] else None
-        dparams = [torch.zeros_like(p, dtype=dtype) for p in params]
-        lazy_bias_params = params[plan.n_score_params :]
-        score_params = params[: plan.n_score_params]
+        dparams: list[Tensor | None] = [torch.zeros_like(p, dtype=dtype) for p in params]
+        ns, nb = plan.n_score_params, plan.n_bias_params
+        score_params, bias_params, modifier_params = params[:ns], params[ns : ns + nb], params[ns + nb :]
+        need_bias_params = any(need[5 + ns : 5 + ns + nb])
+        need_modifier_params = any(need[5 + ns + nb :])
+
+        def accumulate(offset: int, grads) -> None:
+            for i, g_ in enumerate(grads, start=offset):
+                if g_ is not None:
+                    dparams[i] += g_.to(dtype)
 
         for q0 in range(0, plan.L, plan.tile_q):
             q1 = min(plan.L, q0 + plan.tile_q)
             lse_t = lse[..., q0:q1, None]  # (..., Tq, 1)
             do_t = do[..., q0:q1, :]  # (..., Tq, Dv)
             delta_t = delta[..., q0:q1, None]  # (..., Tq, 1)
-            if plan.local is not None:
-                pos_t = position[..., q0:q1].detach().to(dtype)  # (..., Tq)
             for k0, k1, allowed in _tiles(plan, q0, q1, device):
                 qf_t, kf_t = qf[..., q0:q1, :], kf[..., k0:k1, :]
-                if plan.kind == "callable":  # scores once, with the graph kept for the score's backward
+                if plan.kind == "pairwise":  # scores once, with the graph kept for the score's backward
                     with torch.enable_grad():
                         qt = qf_t.detach().requires_grad_()
                         kt = kf_t.detach().requires_grad_()
@@ -437,14 +407,12 @@ class _TiledAttention(torch.autograd.Function):
                 s = _masked_scores(plan, raw, bias_t, q0, q1, k0, k1, allowed)
                 p = torch.exp(s - lse_t)  # (..., Tq, Tk): the normalised softmax weights
                 dp = torch.matmul(do_t, vc[..., k0:k1, :].transpose(-1, -2))  # (..., Tq, Tk)
-                if plan.local is not None:
-                    g = plan.local.gaussian(pos_t, k0, k1)  # (..., Tq, Tk)
-                    w = p * g
-                    if dpos is not None:
-                        j = torch.arange(k0, k1, device=device, dtype=dtype)
-                        dist = (j - pos_t.unsqueeze(-1)) / plan.local.sigma**2  # d g / d p = g (j - p) / sigma^2
-                        contrib = (w * dp * dist).sum(dim=-1)  # (..., Tq)
-                        dpos[..., q0:q1] += _reduce_to(contrib, dpos[..., q0:q1].shape)
+                if plan.modifier is not None:
+                    g = plan.modifier.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device).to(dtype)
+                    w = p * g  # (..., Tq, Tk)
+                    if need_modifier_params:  # d loss / d g = p * dP
+                        accumulate(ns + nb, _lazy_grads(plan.modifier, q0, q1, k0, k1, plan, modifier_params,
+                                                        p * dp, device))
                     ds = p * (g * dp - delta_t)
                 else:
                     w = p
@@ -453,15 +421,8 @@ class _TiledAttention(torch.autograd.Function):
                 if dbias is not None:
                     idx = _slices(bias_t.shape, q0, q1, k0, k1)
                     dbias[idx] += _reduce_to(ds, dbias[idx].shape)
-                if lazy_bias_params and any(need[6 + plan.n_score_params :]):
-                    with torch.enable_grad():
-                        b = plan.bias.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
-                        grads = torch.autograd.grad(
-                            b, lazy_bias_params, _reduce_to(ds, b.shape).to(b.dtype), allow_unused=True
-                        )
-                    for i, g_ in enumerate(grads, start=plan.n_score_params):
-                        if g_ is not None:
-                            dparams[i] += g_.to(dtype)
+                if need_bias_params:
+                    accumulate(ns, _lazy_grads(plan.bias, q0, q1, k0, k1, plan, bias_params, ds, device))
                 # the score's backward on this tile
                 if plan.kind == "dot":
                     dsc = ds.to(qf.dtype)
@@ -480,18 +441,12 @@ class _TiledAttention(torch.autograd.Function):
                         dqf[..., q0:q1, :] += grads[0].to(dtype)
                     if grads[1] is not None:
                         dkf[..., k0:k1, :] += grads[1].to(dtype)
-                    for i, g_ in enumerate(grads[2:]):
-                        if g_ is not None:
-                            dparams[i] += g_.to(dtype)
+                    accumulate(0, grads[2:])
         return (
             None,
             dqf.to(qf.dtype) if need[1] else None,
             dkf.to(kf.dtype) if need[2] else None,
             dv.to(v.dtype) if need[3] else None,
             None if dbias is None else dbias.to(bias_t.dtype),
-            None if dpos is None else dpos.to(position.dtype),
-            *(
-                d.to(p.dtype) if need[6 + i] else None
-                for i, (d, p) in enumerate(zip(dparams, params, strict=True))
-            ),
+            *(d.to(p.dtype) if need[5 + i] else None for i, (d, p) in enumerate(zip(dparams, params, strict=True))),
         )

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from qkv.functional import masks
 from qkv.layers import Attention, LocalAttention
 
 __all__ = ["Seq2Seq", "Seq2SeqConfig", "Seq2SeqOutput"]
@@ -115,13 +116,10 @@ class Seq2Seq(nn.Module):
 
     def _attend(self, h: Tensor, memory: Tensor, src_len: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:
         """Context ``(B, T, H)`` and weights ``(B, T, S)`` for decoder states ``h`` ``(B, T, H)``."""
-        if isinstance(self.attention, LocalAttention):
-            out = self.attention(h, memory, lengths=src_len, steps=steps, return_weights=True)
-        else:
-            lengths = src_len.to(memory.device)[:, None]  # (B, 1)
-            key_mask = torch.arange(memory.shape[1], device=memory.device) < lengths  # (B, S)
-            out = self.attention(h, memory, mask=key_mask, return_weights=True)
-        return out.output, out.weights
+        source = masks.padding(src_len.to(memory.device))  # (B, 1, 1, S): the real source positions
+        extra = {"steps": steps} if isinstance(self.attention, LocalAttention) else {}
+        out = self.attention(h, memory, mask=source, return_weights=True, **extra)
+        return out.output, out.weights.squeeze(1)  # (B, 1, T, S) -> (B, T, S): one head
 
     def _readout(self, h: Tensor, context: Tensor) -> Tensor:
         return torch.tanh(self.combine(torch.cat([context, h], dim=-1)))  # (B, T, H), eq. 5

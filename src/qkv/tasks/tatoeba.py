@@ -28,13 +28,15 @@ import os
 import zipfile
 from pathlib import Path
 
-from qkv.train.checkpoint import atomic_write_bytes
+from qkv.train.io import atomic_write_bytes
 
 __all__ = [
     "SHA256",
     "URL",
     "TatoebaFormatError",
     "cache_dir",
+    "check_data_dir",
+    "check_fra_txt",
     "download",
     "find_fra_txt",
     "load_pairs",
@@ -104,6 +106,64 @@ def find_fra_txt(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
     return cached if cached.is_file() else None
 
 
+def check_fra_txt(path: str | os.PathLike[str], *, head_bytes: int = 1 << 16) -> Path:
+    """``path`` if it is a non-empty regular file whose first lines have ``fra.txt``'s format.
+
+    Only the first ``head_bytes`` are read (a quick check before a run; :func:`load_pairs`
+    validates the whole file when it reads it).
+
+    Raises:
+        FileNotFoundError: no such file, or not a regular file (e.g. a directory).
+        TatoebaFormatError: empty, not UTF-8, or not tab-separated pairs.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{str(path)!r} does not exist")
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is not a regular file (expected Tatoeba's {_FILE})")
+    with path.open("rb") as f:
+        head = f.read(head_bytes)
+    if not head.strip():
+        raise TatoebaFormatError(f"{str(path)!r} is empty (expected Tatoeba's {_FILE}: 'English<TAB>French' lines)")
+    text = head.decode("utf-8", errors="ignore")
+    lines = [ln for ln in text.splitlines()[:-1 if len(head) == head_bytes else None] if ln.strip()] or [text]
+    good = sum(1 for ln in lines if len(ln.split("\t")) >= 2 and all(x.strip() for x in ln.split("\t")[:2]))
+    if good < 0.9 * len(lines):
+        raise TatoebaFormatError(
+            f"{str(path)!r} does not look like Tatoeba's {_FILE} (tab-separated 'English<TAB>French'): "
+            f"{len(lines) - good} of the first {len(lines)} lines are malformed, e.g. {lines[0][:60]!r}"
+        )
+    return path
+
+
+def check_data_dir(data_dir: str | os.PathLike[str]) -> Path | None:
+    """Validate a ``--data-dir`` the user gave: it must exist, and a ``fra.txt`` in it must be usable.
+
+    Returns:
+        the ``fra.txt`` (or ``fra-eng.zip``) found, or None when the directory holds no Tatoeba data
+        (not an error: the tour passes one data directory to every experiment).
+
+    Raises:
+        FileNotFoundError: ``data_dir`` does not exist, or a ``fra.txt`` in it is not a regular file.
+        TatoebaFormatError: the ``fra.txt`` found is empty or not in the format; a ``fra-eng.zip``
+            is not a zip archive.
+    """
+    d = Path(data_dir).expanduser()
+    if not d.exists():
+        raise FileNotFoundError(f"{str(d)!r} does not exist")
+    if d.is_file():
+        return check_fra_txt(d)
+    for candidate in (d / _FILE, d / "fra-eng" / _FILE, d / "tatoeba-fra-eng" / _FILE):
+        if candidate.exists():
+            return check_fra_txt(candidate)
+    zip_path = d / "fra-eng.zip"
+    if zip_path.exists():
+        if not zip_path.is_file() or not zipfile.is_zipfile(zip_path):
+            raise TatoebaFormatError(f"{str(zip_path)!r} is not a zip archive (expected manythings.org's fra-eng.zip)")
+        return zip_path
+    return None
+
+
 def missing_data_message(data_dir: str | None = None) -> str:
     """What to tell the user when ``fra.txt`` is nowhere to be found."""
     where = f"in {data_dir!r}, " if data_dir else ""
@@ -111,7 +171,8 @@ def missing_data_message(data_dir: str | None = None) -> str:
         f"the Tatoeba English-French pairs (fra.txt) were not found {where}in $QKV_DATA_DIR or in {cache_dir()}.\n"
         "Supply them with one of:\n"
         "  qkv run translation-fra-eng --data-dir PATH     # PATH holds fra.txt or fra-eng.zip\n"
-        "  qkv run translation-fra-eng --set download=true # fetch " + URL + " into the cache\n"
+        "  qkv run translation-fra-eng --set download=true # fetch " + URL + " into the cache (the default,\n"
+        "                                                  # unless --offline; needs network access)\n"
         "  qkv tour --data-dir PATH                        # the same for the tour\n"
         "  (or download and unzip " + URL + " yourself, then use --data-dir)"
     )
@@ -159,6 +220,8 @@ def load_pairs(path: str | os.PathLike[str], *, min_valid_fraction: float = 0.9)
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise TatoebaFormatError(f"{path} is not UTF-8 text ({e}); expected Tatoeba's fra.txt") from None
+    if not text.strip():
+        raise TatoebaFormatError(f"{path} is empty; expected Tatoeba's fra.txt ('English<TAB>French' lines)")
     pairs, bad, first_bad = [], 0, None
     lines = [line for line in text.splitlines() if line.strip()]
     for number, line in enumerate(lines, 1):

@@ -2,8 +2,19 @@
 
 AdamW (Loshchilov & Hutter, 2019) with global-norm gradient clipping, a warm-up + cosine /
 linear / constant learning-rate schedule, periodic evaluation, early stopping on a monitored
-metric (restoring the best weights), ``metrics.jsonl`` logging, a tqdm progress bar with ETA,
-and atomic, resumable safetensors checkpoints.
+metric (restoring the best weights), ``metrics.jsonl`` logging, progress output (a bar on a
+terminal, a few lines in a log: :mod:`qkv.train.progress`), and atomic, resumable safetensors
+checkpoints.
+
+The loop is a :class:`Trainer` made of small parts, each a place to extend:
+
+* :class:`TrainState` — everything besides the model and the optimizer that a checkpoint holds;
+* :class:`ShardedSampler` — the data order, seeded, with ``rank``/``world_size`` sharding;
+* :meth:`Trainer.step` — one optimizer step on ``device``, under :func:`torch.autocast` when
+  ``train.amp`` asks for mixed precision;
+* :meth:`Trainer.evaluate` — evaluation, early stopping and best-weight bookkeeping;
+* :meth:`Trainer.save` / :meth:`Trainer.restore` — checkpoints; only the main process
+  (rank 0, :func:`is_main_process`) writes files, logs metrics or shows progress.
 
 Exact resumption: a checkpoint captures the model, the optimizer moments, every global RNG
 (:mod:`qkv.train.seeding`), the data-order generator and the current epoch's permutation,
@@ -14,9 +25,10 @@ finishes with the same metrics as an uninterrupted one (tested in ``tests/test_c
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -26,6 +38,7 @@ from torch import nn
 
 from qkv.train.checkpoint import (
     CheckpointError,
+    check_permutation,
     flatten_optimizer_state,
     load_checkpoint,
     load_model_weights,
@@ -33,9 +46,23 @@ from qkv.train.checkpoint import (
     unflatten_optimizer_state,
 )
 from qkv.train.metrics_log import MetricsLog
+from qkv.train.progress import make_progress
 from qkv.train.seeding import capture_rng_state, restore_rng_state
 
-__all__ = ["BatchSource", "FitResult", "TensorBatches", "TrainConfig", "fit", "lr_at"]
+__all__ = [
+    "BatchSource",
+    "FitResult",
+    "ShardedSampler",
+    "TensorBatches",
+    "TrainConfig",
+    "TrainState",
+    "Trainer",
+    "fit",
+    "is_main_process",
+    "lr_at",
+    "resolve_device",
+    "to_device",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,8 @@ class TrainConfig:
         monitor: evaluation metric for early stopping and best-weight selection.
         monitor_mode: ``"max"`` if larger ``monitor`` is better, else ``"min"``.
         keep_best: at the end, restore the weights with the best ``monitor`` value.
+        amp: mixed precision for the forward pass and the loss: ``"off"`` (default), ``"bf16"`` or
+            ``"fp16"`` (:func:`torch.autocast`; fp16 adds a gradient scaler on CUDA).
     """
 
     max_steps: int = 1000
@@ -78,6 +107,7 @@ class TrainConfig:
     monitor: str = "loss"
     monitor_mode: Literal["max", "min"] = "min"
     keep_best: bool = True
+    amp: Literal["off", "bf16", "fp16"] = "off"
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
@@ -98,6 +128,8 @@ class TrainConfig:
             raise ValueError(f"train.schedule must be 'cosine', 'linear' or 'constant', got {self.schedule!r}")
         if self.monitor_mode not in ("max", "min"):
             raise ValueError(f"train.monitor_mode must be 'max' or 'min', got {self.monitor_mode!r}")
+        if self.amp not in ("off", "bf16", "fp16"):
+            raise ValueError(f"train.amp must be 'off', 'bf16' or 'fp16', got {self.amp!r}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
@@ -144,6 +176,120 @@ LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict[str
 EvalFn = Callable[[nn.Module], dict[str, float]]
 
 
+# -- places: device, rank, data order ------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"cpu"``, ``"cuda"`` (``"cuda:N"``) or ``"auto"`` (CUDA when available, else CPU) as a device.
+
+    Raises:
+        ValueError: an unknown name, or CUDA asked for on a machine without it.
+    """
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available here (use 'cpu' or 'auto')")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    return dev
+
+
+def is_main_process() -> bool:
+    """True unless ``torch.distributed`` is initialised and this process is not rank 0.
+
+    The loop writes checkpoints and metrics and shows progress only where this holds.
+    """
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor (in dicts, lists, tuples) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple | list):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class ShardedSampler:
+    """The data order: a fresh seeded permutation of ``range(n)`` each epoch, cut into batches.
+
+    With ``world_size > 1`` every rank draws the same permutation (same seed) and takes its
+    shard ``perm[rank::world_size]``, as :class:`torch.utils.data.DistributedSampler` does; with
+    one process it is the whole permutation.
+
+    Args:
+        n: number of examples.
+        batch_size: examples per step per rank (capped at the shard's size).
+        seed: seeds the data-order generator.
+        rank, world_size: this process's shard.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if n < 1:
+            raise ValueError("fit: the training set is empty")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        self.n, self.rank, self.world_size = n, rank, world_size
+        shard = len(range(rank, n, world_size))
+        if shard < 1:
+            raise ValueError(f"the training set ({n} examples) has no example for rank {rank} of {world_size}")
+        self.batch_size = min(batch_size, shard)
+        self.steps_per_epoch = math.ceil(shard / self.batch_size)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.perm: torch.Tensor | None = None
+
+    def indices(self, step: int) -> torch.Tensor:
+        """The example indices of optimizer step ``step`` (0-based)."""
+        pos = step % self.steps_per_epoch
+        if pos == 0 or self.perm is None:
+            self.perm = torch.randperm(self.n, generator=self.generator)
+        shard = self.perm[self.rank :: self.world_size]
+        return shard[pos * self.batch_size : (pos + 1) * self.batch_size]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        out = {"data.generator": self.generator.get_state()}
+        if self.perm is not None:
+            out["data.perm"] = self.perm
+        return out
+
+    def load_state(self, tensors: dict[str, torch.Tensor], path: str) -> None:
+        """Restore from checkpoint tensors; a damaged order is a :class:`CheckpointError`."""
+        try:
+            self.generator.set_state(tensors["data.generator"])
+        except (KeyError, RuntimeError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {path!r}: unusable data-order generator state ({e})") from None
+        perm = tensors.get("data.perm")
+        self.perm = None if perm is None else check_permutation(perm, self.n, path=path)
+
+
+# -- state and result --------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Everything about a run in progress that is neither the model nor the optimizer."""
+
+    step: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    stopped: bool = False
+    acc_loss: float = 0.0
+    acc_n: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_weights: dict[str, torch.Tensor] | None = None
+    resumed_from: int | None = None
+    last_eval: dict[str, float] = field(default_factory=dict)
+
+
 @dataclass
 class FitResult:
     """What :func:`fit` did."""
@@ -163,6 +309,240 @@ def _better(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
+class Trainer:
+    """The parts of :func:`fit` (see its arguments); ``run()`` trains and returns a :class:`FitResult`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: BatchSource,
+        loss_fn: LossFn,
+        *,
+        config: TrainConfig,
+        seed: int,
+        evaluate: EvalFn | None = None,
+        checkpoint: str | Path | None = None,
+        metrics: MetricsLog | None = None,
+        variant: str = "main",
+        config_hash: str = "",
+        progress: bool = True,
+        desc: str | None = None,
+        device: str | torch.device | None = "cpu",
+        main_process: bool | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.t0 = time.perf_counter()
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("fit: the model has no trainable parameters")
+        self.data, self.loss_fn, self.config, self.evaluate_fn = data, loss_fn, config, evaluate
+        self.sampler = ShardedSampler(len(data), config.batch_size, seed=seed, rank=rank, world_size=world_size)
+        self.opt = torch.optim.AdamW(
+            self.params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
+        )
+        self.main = is_main_process() if main_process is None else main_process
+        self.ckpt_path = Path(checkpoint) if checkpoint is not None and self.main else None
+        self.metrics = metrics if self.main else None
+        self.variant, self.config_hash = variant, config_hash
+        self.progress, self.desc = progress and self.main, desc or variant
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+        self.autocast = (
+            (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" and self.device.type == "cuda" else None
+        self.state = TrainState()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    # -- checkpoint --------------------------------------------------------------------------
+    def save(self, finished: bool) -> None:
+        """Write the checkpoint (main process only; a no-op without a checkpoint path)."""
+        if self.ckpt_path is None:
+            return
+        s = self.state
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        optim_tensors, optim_meta = flatten_optimizer_state(self.opt)
+        tensors.update(optim_tensors)
+        rng_tensors, rng_meta = capture_rng_state()
+        tensors.update(rng_tensors)
+        tensors.update(self.sampler.state())
+        if s.best_weights is not None:
+            tensors.update({f"best.{k}": v for k, v in s.best_weights.items()})
+        meta = {
+            "variant": self.variant, "step": s.step, "epoch": s.step / self.steps_per_epoch,
+            "max_steps": self.config.max_steps, "config_hash": self.config_hash, "finished": finished,
+            "best_metric": s.best, "best_step": s.best_step, "bad_evals": s.bad_evals, "stopped_early": s.stopped,
+            "acc_loss": s.acc_loss, "acc_n": s.acc_n, "history": s.history, "monitor": self.config.monitor,
+            "optim": optim_meta, "rng": rng_meta, "seconds": time.perf_counter() - self.t0,
+        }
+        if self.scaler is not None:
+            meta["grad_scaler"] = {k: v for k, v in self.scaler.state_dict().items() if isinstance(v, int | float)}
+        save_checkpoint(self.ckpt_path, tensors, meta)
+
+    def restore(self, path: Path) -> bool:
+        """Continue from the checkpoint ``path``; True if it is of a finished run (weights restored only).
+
+        Raises:
+            CheckpointError: unreadable, damaged, another variant's or another config's.
+        """
+        tensors, meta = load_checkpoint(path, config_hash=self.config_hash)
+        where = str(path)
+        if meta.get("variant") != self.variant:
+            raise CheckpointError(
+                f"checkpoint {where!r} belongs to variant {meta.get('variant')!r}, not {self.variant!r}"
+            )
+        load_model_weights(self.model, tensors, "model.", where)
+        s = self.state
+        try:
+            s.step = int(meta["step"])
+            if not 0 <= s.step <= self.config.max_steps:
+                raise ValueError(f"step {s.step} outside [0, {self.config.max_steps}]")
+            s.resumed_from = s.step
+            s.history = list(meta["history"])
+            s.best, s.best_step = meta["best_metric"], meta["best_step"]
+            s.stopped = bool(meta["stopped_early"])
+            if meta["finished"]:
+                return True
+            self.opt.load_state_dict(unflatten_optimizer_state(tensors, meta["optim"]))
+            restore_rng_state(tensors, meta["rng"])
+            s.bad_evals = int(meta["bad_evals"])
+            s.acc_loss, s.acc_n = float(meta["acc_loss"]), int(meta["acc_n"])
+            if self.scaler is not None and "grad_scaler" in meta:
+                self.scaler.load_state_dict(meta["grad_scaler"])
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+            raise CheckpointError(
+                f"checkpoint {where!r} has unusable training state: {type(e).__name__}: {e}"
+            ) from None
+        self.sampler.load_state(tensors, where)
+        best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
+        if best:
+            expected = self.model.state_dict()
+            if set(best) != set(expected) or any(best[k].shape != expected[k].shape for k in best):
+                raise CheckpointError(f"checkpoint {where!r}: its best.* weights do not match the model")
+        s.best_weights = best or None
+        return False
+
+    # -- step --------------------------------------------------------------------------------
+    def step(self) -> tuple[float, dict[str, float], float, float]:
+        """One optimizer step; returns ``(loss, extra stats, gradient norm, learning rate)``.
+
+        Raises:
+            FloatingPointError: the loss is NaN or infinite.
+        """
+        s, config = self.state, self.config
+        batch = to_device(self.data.batch(self.sampler.indices(s.step)), self.device)
+        lr = lr_at(s.step, config)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        with self.autocast():
+            out = self.loss_fn(self.model, batch)
+        loss, extra = (out if isinstance(out, tuple) else (out, {}))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {s.step} (variant {self.variant!r}); "
+                f"try a smaller train.lr (now {config.lr}) or train.grad_clip"
+            )
+        self.opt.zero_grad(set_to_none=True)
+        clip = config.grad_clip if config.grad_clip > 0 else float("inf")
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+            self.opt.step()
+        s.step += 1
+        return float(loss.detach()), extra, grad_norm, lr
+
+    # -- evaluate ----------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate, record, and update early stopping and the best weights.
+
+        Raises:
+            ValueError: ``config.monitor`` is missing from the metrics when early stopping or
+                ``keep_best`` need it.
+        """
+        s, config = self.state, self.config
+        assert self.evaluate_fn is not None
+        self.model.eval()
+        with torch.no_grad():
+            s.last_eval = {k: float(v) for k, v in self.evaluate_fn(self.model).items()}
+        record = {"variant": self.variant, "split": "eval", "step": s.step, **s.last_eval}
+        s.history.append(record)
+        if self.metrics is not None:
+            self.metrics.append(record)
+        if config.monitor in s.last_eval:
+            value = s.last_eval[config.monitor]
+            if _better(value, s.best, config.monitor_mode):
+                s.best, s.best_step, s.bad_evals = value, s.step, 0
+                if config.keep_best:
+                    s.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            else:
+                s.bad_evals += 1
+                if config.patience and s.bad_evals >= config.patience:
+                    s.stopped = True
+        elif config.patience > 0 or config.keep_best:
+            raise ValueError(
+                f"train.monitor={config.monitor!r} is not among the evaluation metrics "
+                f"{sorted(s.last_eval)}; set --set train.monitor=<one of them>"
+            )
+        return s.last_eval
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _log_train(self, loss_mean: float, lr: float, grad_norm: float, extra: dict[str, float], bar: Any) -> None:
+        s = self.state
+        if self.metrics is not None:
+            self.metrics.append({
+                "variant": self.variant, "split": "train", "step": s.step, "epoch": s.step / self.steps_per_epoch,
+                "loss": loss_mean, "lr": lr, "grad_norm": grad_norm, **extra,
+            })
+        shown = {f"val_{k}": f"{v:.4g}" for k, v in s.last_eval.items()}
+        bar.set_postfix({"loss": f"{loss_mean:.4f}", **shown})
+
+    def run(self, *, resume: bool = False) -> FitResult:
+        s, config = self.state, self.config
+        if resume and self.ckpt_path is not None and self.ckpt_path.exists():
+            finished = self.restore(self.ckpt_path)
+            if finished:
+                if self.metrics is not None:
+                    self.metrics.truncate_after(s.step, variant=self.variant)
+                return FitResult(s.step, s.best, s.best_step, s.stopped, s.history, s.step, 0.0)
+        if self.metrics is not None and resume:
+            self.metrics.truncate_after(s.step if s.resumed_from is not None else -1, variant=self.variant)
+        bar = make_progress(config.max_steps, initial=s.step, desc=self.desc, enabled=self.progress)
+        try:
+            while s.step < config.max_steps and not s.stopped:
+                loss, extra, grad_norm, lr = self.step()
+                s.acc_loss += loss
+                s.acc_n += 1
+                if s.step % config.log_every == 0 or s.step == config.max_steps:
+                    self._log_train(s.acc_loss / s.acc_n, lr, grad_norm, extra, bar)
+                    s.acc_loss, s.acc_n = 0.0, 0
+                if self.evaluate_fn is not None and (s.step % config.eval_every == 0 or s.step == config.max_steps):
+                    self.evaluate()
+                if s.step % config.checkpoint_every == 0 and s.step < config.max_steps and not s.stopped:
+                    self.save(finished=False)
+                bar.update(1)
+        finally:
+            bar.close()
+        if config.keep_best and s.best_weights is not None:
+            self.model.load_state_dict(s.best_weights)
+        self.save(finished=True)
+        return FitResult(s.step, s.best, s.best_step, s.stopped, s.history, s.resumed_from,
+                         time.perf_counter() - self.t0)
+
+
 def fit(
     model: nn.Module,
     data: BatchSource,
@@ -178,15 +558,21 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     desc: str | None = None,
+    device: str | torch.device | None = "cpu",
+    main_process: bool | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> FitResult:
     """Train ``model`` on ``data`` with AdamW, evaluating, checkpointing and (optionally) resuming.
 
     Args:
-        model: the module to train (parameters updated in place; at the end it holds the best
-            weights when ``config.keep_best`` and an evaluation happened, else the last ones).
+        model: the module to train (moved to ``device``; parameters updated in place; at the end it
+            holds the best weights when ``config.keep_best`` and an evaluation happened, else the
+            last ones).
         data: the training set; each epoch visits it in a fresh order drawn from a generator
-            seeded with ``seed``.
-        loss_fn: ``loss_fn(model, batch)`` returning a scalar loss, or ``(loss, extra_stats)``.
+            seeded with ``seed`` (:class:`ShardedSampler`).
+        loss_fn: ``loss_fn(model, batch)`` returning a scalar loss, or ``(loss, extra_stats)``;
+            the batch's tensors are on ``device``.
         config: the :class:`TrainConfig`.
         seed: seeds the data-order generator.
         evaluate: ``evaluate(model) -> {metric: value}``, called under ``torch.no_grad()`` in
@@ -197,171 +583,23 @@ def fit(
         config_hash: written into checkpoints and required to match on resume.
         resume: continue from ``checkpoint`` when it exists (a finished checkpoint just
             restores the final weights and returns).
-        progress: show a tqdm progress bar (with ETA) on stderr.
-        desc: the progress bar's label (default ``variant``).
+        progress: show progress on stderr (a bar on a terminal, a few lines otherwise).
+        desc: the progress label (default ``variant``).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (:func:`resolve_device`).
+        main_process: whether this process writes checkpoints, metrics and progress (default:
+            :func:`is_main_process`, i.e. rank 0 under ``torch.distributed``).
+        rank, world_size: this process's shard of the data (:class:`ShardedSampler`).
 
     Raises:
-        qkv.train.CheckpointError: the checkpoint to resume from is unreadable or for another config.
+        qkv.train.CheckpointError: the checkpoint to resume from is unreadable, damaged or for
+            another config or variant.
         ValueError: ``evaluate`` does not report ``config.monitor`` when early stopping or
-            ``keep_best`` need it.
+            ``keep_best`` need it; a bad ``device``.
         FloatingPointError: the loss became NaN or infinite.
     """
-    from tqdm.auto import tqdm
-
-    t0 = time.perf_counter()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("fit: the model has no trainable parameters")
-    n = len(data)
-    if n < 1:
-        raise ValueError("fit: the training set is empty")
-    bsz = min(config.batch_size, n)
-    steps_per_epoch = math.ceil(n / bsz)
-    opt = torch.optim.AdamW(
-        params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
+    trainer = Trainer(
+        model, data, loss_fn, config=config, seed=seed, evaluate=evaluate, checkpoint=checkpoint, metrics=metrics,
+        variant=variant, config_hash=config_hash, progress=progress, desc=desc, device=device,
+        main_process=main_process, rank=rank, world_size=world_size,
     )
-    gen = torch.Generator().manual_seed(seed)
-    step = 0
-    perm: torch.Tensor | None = None
-    best: float | None = None
-    best_step: int | None = None
-    bad_evals = 0
-    stopped = False
-    acc_loss, acc_n = 0.0, 0
-    history: list[dict[str, Any]] = []
-    best_weights: dict[str, torch.Tensor] | None = None
-    resumed_from: int | None = None
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
-
-    def save(finished: bool) -> None:
-        if ckpt_path is None:
-            return
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        optim_tensors, optim_meta = flatten_optimizer_state(opt)
-        tensors.update(optim_tensors)
-        rng_tensors, rng_meta = capture_rng_state()
-        tensors.update(rng_tensors)
-        tensors["data.generator"] = gen.get_state()
-        if perm is not None:
-            tensors["data.perm"] = perm
-        if best_weights is not None:
-            tensors.update({f"best.{k}": v for k, v in best_weights.items()})
-        meta = {
-            "variant": variant,
-            "step": step,
-            "epoch": step / steps_per_epoch,
-            "max_steps": config.max_steps,
-            "config_hash": config_hash,
-            "finished": finished,
-            "best_metric": best,
-            "best_step": best_step,
-            "bad_evals": bad_evals,
-            "stopped_early": stopped,
-            "acc_loss": acc_loss,
-            "acc_n": acc_n,
-            "history": history,
-            "monitor": config.monitor,
-            "optim": optim_meta,
-            "rng": rng_meta,
-            "seconds": time.perf_counter() - t0,
-        }
-        save_checkpoint(ckpt_path, tensors, meta)
-
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        tensors, meta = load_checkpoint(ckpt_path, config_hash=config_hash)
-        if meta.get("variant") != variant:
-            raise CheckpointError(
-                f"checkpoint {str(ckpt_path)!r} belongs to variant {meta.get('variant')!r}, not {variant!r}"
-            )
-        load_model_weights(model, tensors, "model.", str(ckpt_path))
-        step = int(meta["step"])
-        resumed_from = step
-        history = list(meta["history"])
-        best, best_step = meta["best_metric"], meta["best_step"]
-        if meta["finished"]:
-            if metrics is not None:
-                metrics.truncate_after(step, variant=variant)
-            return FitResult(step, best, best_step, bool(meta["stopped_early"]), history, step, 0.0)
-        opt.load_state_dict(unflatten_optimizer_state(tensors, meta["optim"]))
-        restore_rng_state(tensors, meta["rng"])
-        gen.set_state(tensors["data.generator"])
-        perm = tensors.get("data.perm")
-        bad_evals, stopped = int(meta["bad_evals"]), bool(meta["stopped_early"])
-        acc_loss, acc_n = float(meta["acc_loss"]), int(meta["acc_n"])
-        best_keys = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
-        best_weights = best_keys or None
-    if metrics is not None and resume:
-        metrics.truncate_after(step if resumed_from is not None else -1, variant=variant)
-
-    bar = tqdm(
-        total=config.max_steps, initial=step, desc=desc or variant, disable=not progress,
-        unit="step", dynamic_ncols=True, leave=False,
-    )
-    last_eval: dict[str, float] = {}
-    try:
-        while step < config.max_steps and not stopped:
-            pos = step % steps_per_epoch
-            if pos == 0 or perm is None:
-                perm = torch.randperm(n, generator=gen)
-            batch = data.batch(perm[pos * bsz : (pos + 1) * bsz])
-            lr = lr_at(step, config)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            model.train()
-            out = loss_fn(model, batch)
-            loss, extra = (out if isinstance(out, tuple) else (out, {}))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss is {loss.item()} at step {step} (variant {variant!r}); "
-                    f"try a smaller train.lr (now {config.lr}) or train.grad_clip"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            clip = config.grad_clip if config.grad_clip > 0 else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-            opt.step()
-            step += 1
-            acc_loss += float(loss.detach())
-            acc_n += 1
-            if step % config.log_every == 0 or step == config.max_steps:
-                if metrics is not None:
-                    metrics.append({
-                        "variant": variant, "split": "train", "step": step, "epoch": step / steps_per_epoch,
-                        "loss": acc_loss / acc_n, "lr": lr, "grad_norm": grad_norm, **extra,
-                    })
-                shown = {f"val_{k}": f"{v:.4g}" for k, v in last_eval.items()}
-                bar.set_postfix({"loss": f"{acc_loss / acc_n:.4f}", **shown})
-                acc_loss, acc_n = 0.0, 0
-            if evaluate is not None and (step % config.eval_every == 0 or step == config.max_steps):
-                model.eval()
-                with torch.no_grad():
-                    last_eval = {k: float(v) for k, v in evaluate(model).items()}
-                record = {"variant": variant, "split": "eval", "step": step, **last_eval}
-                history.append(record)
-                if metrics is not None:
-                    metrics.append(record)
-                needs_monitor = config.patience > 0 or config.keep_best
-                if config.monitor in last_eval:
-                    value = last_eval[config.monitor]
-                    if _better(value, best, config.monitor_mode):
-                        best, best_step, bad_evals = value, step, 0
-                        if config.keep_best:
-                            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    else:
-                        bad_evals += 1
-                        if config.patience and bad_evals >= config.patience:
-                            stopped = True
-                elif needs_monitor:
-                    raise ValueError(
-                        f"train.monitor={config.monitor!r} is not among the evaluation metrics "
-                        f"{sorted(last_eval)}; set --set train.monitor=<one of them>"
-                    )
-            if step % config.checkpoint_every == 0 and step < config.max_steps and not stopped:
-                save(finished=False)
-            bar.update(1)
-    finally:
-        bar.close()
-    if config.keep_best and best_weights is not None:
-        model.load_state_dict(best_weights)
-    save(finished=True)
-    return FitResult(step, best, best_step, stopped, history, resumed_from, time.perf_counter() - t0)
+    return trainer.run(resume=resume)

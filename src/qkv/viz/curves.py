@@ -6,6 +6,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from qkv.viz.mpl import pyplot
+
 __all__ = ["plot_learning_curves"]
 
 
@@ -16,9 +18,7 @@ def plot_learning_curves(records: list[dict[str, Any]], path: str | Path, *, max
         records: ``metrics.jsonl`` records (``variant``, ``split``, ``step`` and metric values).
         path: output image (PNG or SVG).
     """
-    from qkv.viz.heatmap import _mpl
-
-    plt = _mpl()
+    plt = pyplot()
     train: dict[str, list[tuple[int, float]]] = defaultdict(list)
     evals: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:

@@ -14,16 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from qkv.viz.mpl import pyplot
+
 __all__ = ["HeatmapPanel", "plot_attention", "save_attention_panels"]
-
-
-def _mpl() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _label(token: str) -> str:
@@ -83,7 +76,7 @@ def save_attention_panels(panels: Sequence[HeatmapPanel], path: str | Path, *, n
     """Save several heatmaps side by side (one panel per variant or head) to ``path`` (PNG or SVG)."""
     if not panels:
         raise ValueError("save_attention_panels: panels is empty")
-    plt = _mpl()
+    plt = pyplot()
     ncols = max(1, min(ncols, len(panels)))
     nrows = -(-len(panels) // ncols)
     width = max(3.2, 0.28 * max(len(p.source) for p in panels) + 1.2)

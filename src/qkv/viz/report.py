@@ -16,9 +16,33 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qkv.train.checkpoint import atomic_write_text
+from qkv.train.io import atomic_write_text
 
-__all__ = ["find_runs", "render_report", "write_report"]
+__all__ = ["ReportError", "find_runs", "read_summary", "render_report", "write_report"]
+
+
+class ReportError(ValueError):
+    """A saved result file (``summary.json``, ``config.json``) cannot be read; the message names it."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{path} is not a readable JSON file ({e}); rerun the experiment or delete the file") \
+            from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path} does not hold a JSON object (got {type(data).__name__})")
+    return data
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """``run_dir/summary.json`` as a dict.
+
+    Raises:
+        ReportError: the file is missing, unreadable, not JSON or not an object (the message names it).
+    """
+    return _read_json(Path(run_dir) / "summary.json")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
@@ -83,45 +107,58 @@ def _table(columns: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def _verdict(t: dict[str, Any], quick: bool) -> str:
+    met = t.get("met")
+    if met is None:
+        return '<span class="badge na">not measured</span>'
+    if met:
+        return '<span class="badge ok">met</span>'
+    if quick and not t.get("quick"):
+        return '<span class="badge quick">not met (quick run)</span>'
+    return '<span class="badge bad">not met</span>'
+
+
+def _goal(op: str, value: float) -> str:
+    return f"{html.escape(op)} {value:.4g}"
+
+
 def _targets_html(summary: dict[str, Any]) -> str:
+    """Targets against the measured values; a quick run shows its quick targets next to the full run's."""
     targets = summary.get("targets") or []
     if not targets:
         return ""
     quick = bool(summary.get("quick"))
+    has_quick = any(t.get("quick") for t in targets)
     rows = []
     for t in targets:
-        met = t.get("met")
-        if met is None:
-            verdict = '<span class="badge na">not measured</span>'
-        elif met:
-            verdict = '<span class="badge ok">met</span>'
-        elif quick:
-            verdict = '<span class="badge quick">not met (quick run)</span>'
-        else:
-            verdict = '<span class="badge bad">not met</span>'
         measured = t.get("measured")
-        rows.append(
-            f"<tr><td>{html.escape(t['metric'])}</td><td>{html.escape(t['op'])} {t['value']:.4g}</td>"
-            f'<td class="num">{html.escape(_fmt(measured)) if measured is not None else "—"}</td>'
-            f"<td>{verdict}</td><td>{html.escape(t.get('description', ''))}</td></tr>"
-        )
-    note = (
-        "<p class='desc'>This is a <b>quick run</b>: targets are stated for the full run "
-        "(<code>qkv run NAME</code> without <code>--quick</code>) and are not expected to be met here.</p>"
-        if quick else ""
-    )
-    return (
-        "<h3>Metrics against target</h3>" + note
-        + "<table><tr><th>metric</th><th>target (full run)</th><th>measured</th><th>verdict</th><th></th></tr>"
-        + "".join(rows) + "</table>"
-    )
+        full = t.get("full") if t.get("quick") else {"op": t["op"], "value": t["value"]}
+        cells = [f"<td>{html.escape(t['metric'])}</td>"]
+        if has_quick:
+            cells.append(f"<td>{_goal(t['op'], t['value']) if t.get('quick') else '—'}</td>")
+        cells.append(f"<td>{_goal(full['op'], full['value']) if full else '—'}</td>")
+        cells.append(f'<td class="num">{html.escape(_fmt(measured)) if measured is not None else "—"}</td>')
+        cells.append(f"<td>{_verdict(t, quick)}</td><td>{html.escape(t.get('description', ''))}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    if quick and has_quick:
+        note = ("<p class='desc'>This is a <b>quick run</b>: its verdicts are against the quick-run targets; "
+                "the full-run targets (<code>qkv run NAME</code> without <code>--quick</code>) are shown beside "
+                "them.</p>")
+    elif quick:
+        note = ("<p class='desc'>This is a <b>quick run</b>: targets are stated for the full run "
+                "(<code>qkv run NAME</code> without <code>--quick</code>) and are not expected to be met here.</p>")
+    else:
+        note = ""
+    head = ("<th>metric</th>" + ("<th>quick-run target</th>" if has_quick else "")
+            + "<th>target (full run)</th><th>measured</th><th>verdict</th><th></th>")
+    return "<h3>Metrics against target</h3>" + note + f"<table><tr>{head}</tr>" + "".join(rows) + "</table>"
 
 
 def _section(run_dir: Path, rel: str) -> tuple[str, str, str]:
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir)
     config = {}
     if (run_dir / "config.json").exists():
-        config = json.loads((run_dir / "config.json").read_text())
+        config = _read_json(run_dir / "config.json")
     name = str(summary.get("experiment", run_dir.name))
     anchor = "exp-" + "".join(c if c.isalnum() else "-" for c in name)
     status = summary.get("status", "ok")
@@ -130,12 +167,15 @@ def _section(run_dir: Path, rel: str) -> tuple[str, str, str]:
     if status != "ok":
         badges.append(f'<span class="badge {html.escape(status)}">{html.escape(status)}</span>')
     else:
-        verdicts = [t.get("met") for t in summary.get("targets", [])]
+        checked = [t for t in summary.get("targets", []) if t.get("checked", True)]
+        verdicts = [t.get("met") for t in checked]
+        kind = "quick-run targets" if any(t.get("quick") for t in checked) else "targets"
         if verdicts and all(v is True for v in verdicts):
-            badges.append('<span class="badge ok">targets met</span>')
+            badges.append(f'<span class="badge ok">{kind} met</span>')
         elif verdicts:
-            badges.append(f'<span class="badge {"quick" if summary.get("quick") else "bad"}">'
-                          f'{sum(v is True for v in verdicts)}/{len(verdicts)} targets met</span>')
+            soft = summary.get("quick") and kind == "targets"  # a quick run measured against full-run targets
+            badges.append(f'<span class="badge {"quick" if soft else "bad"}">'
+                          f'{sum(v is True for v in verdicts)}/{len(verdicts)} {kind} met</span>')
     parts = [f'<section id="{anchor}"><h2>{html.escape(name)}{"".join(badges)}</h2>',
              f'<p class="desc">{html.escape(str(summary.get("description", "")))}'
              f' — seed {summary.get("seed")}, {summary.get("elapsed_s", 0):.1f} s</p>']

@@ -38,13 +38,13 @@ def window_fn(w, align, L, S):
 
 
 def test_causal_known_pictures():
-    tl = masks.causal().materialize(2, 4)
+    tl = masks.causal(align="top_left").materialize(2, 4)
     assert tl.tolist() == [[True, False, False, False], [True, True, False, False]]
     br = masks.causal(align="bottom_right").materialize(2, 4)
     assert br.tolist() == [[True, True, True, False], [True, True, True, True]]
     br_tall = masks.causal(align="bottom_right").materialize(4, 2)
     assert br_tall.tolist() == [[False, False], [False, False], [True, False], [True, True]]
-    w = masks.window(1).materialize(3, 4)
+    w = masks.window(1, align="top_left").materialize(3, 4)
     assert w.tolist() == [[True, True, False, False], [True, True, True, False], [False, True, True, True]]
 
 

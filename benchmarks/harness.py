@@ -1,4 +1,8 @@
-"""``qkv bench``: time and peak memory of the attention backends, as a table of ratios.
+"""The benchmark harness behind ``qkv bench``: time and peak memory of the attention backends, as ratios.
+
+It lives outside the library package (issue 7 §3): nothing in ``qkv`` imports it. ``qkv bench``
+finds this directory next to the source tree and loads this file; ``python benchmarks/attention.py``
+runs it directly. Each measured case runs this file again as a child process (``--child``).
 
 Shape legend: ``B = 1`` batch, ``H`` heads, ``L = S`` sequence length, ``D`` head width.
 
@@ -18,7 +22,7 @@ dot-product attention here) and reports the dot-product rows' achieved GFLOP/s a
 counting ``4·B·H·L·S·D`` FLOPs forward and 2.5 times that backward (FlashAttention-2's
 convention; recomputation not counted).
 
-Run ``qkv bench --help`` or ``python -m qkv.kernels.bench --help``.
+Run ``qkv bench --help`` or ``python benchmarks/attention.py --help``.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["SCORES", "Case", "add_arguments", "main", "run"]
+__all__ = ["BACKENDS", "SCORES", "Case", "add_arguments", "main", "parse_args", "run"]
 
 SCORES = ("scaled_dot", "additive", "bilinear", "local_p", "window")
 BACKENDS = ("naive", "sdpa", "tiled", "auto")  # auto last: it reuses the row of the backend it picks
+ALL_BACKENDS = (*BACKENDS, "flex")
+HARNESS = os.path.abspath(__file__)
 _SDPA_OK = {"scaled_dot", "window"}
 #: naive's peak bytes per element of its largest tensor (B·H·L·S, times A for additive),
 #: forward / forward+backward; measured with this script at L = 512 and rounded up.
@@ -84,7 +90,7 @@ def _problem(score: str, L: int, H: int, D: int, *, device: str = "cpu", require
     import torch
 
     import qkv
-    from qkv.kernels.local import GaussianWindow
+    from qkv.functional.local import GaussianWindow
 
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, H, L, D, generator=gen).to(device).requires_grad_(requires_grad) for _ in range(3))
@@ -102,7 +108,7 @@ def _problem(score: str, L: int, H: int, D: int, *, device: str = "cpu", require
         t = torch.arange(L, dtype=torch.float32)
         noise = (torch.rand(L, generator=gen) * 64 - 32)
         pos = (t + noise).clamp(0, L - 1).expand(1, H, L).contiguous().to(device)
-        kwargs["local_p"] = GaussianWindow(pos, LOCAL_D)
+        kwargs["modifier"] = GaussianWindow(pos, LOCAL_D)
     return q, k, v, kwargs
 
 
@@ -229,27 +235,10 @@ def _sdpa_masked_bytes(L: int, H: int) -> float:
 
 
 def _auto_choice(score: str, L: int, H: int, D: int, device: str = "cpu") -> str:
-    import torch
-
-    import qkv
     from qkv import kernels
 
-    q, k, v, kw = _problem(score, L, H, D, device=device)  # inputs only: the spy stops before any attention
-    captured = {}
-    real_run = kernels.run
-
-    def spy(call, backend):
-        captured["name"] = kernels.choose(call)
-        return qkv.AttentionOutput(output=torch.empty(0))
-
-    kernels.run = spy
-    try:
-        qkv.attend(q, k, v, **kw)
-    except Exception:  # meta tensors may trip a data-dependent check: measure auto itself then
-        return "auto"
-    finally:
-        kernels.run = real_run
-    return captured.get("name", "auto")
+    q, k, v, kw = _problem(score, L, H, D, device=device)  # inputs only: no attention is computed
+    return kernels.choose(kernels.AttentionCall.build(q, k, v, **kw))
 
 
 def _run_child(case: Case, timeout: float) -> Result:
@@ -257,7 +246,7 @@ def _run_child(case: Case, timeout: float) -> Result:
     res = Result(case)
     for mode in case.modes:
         one = Case(**{**asdict(case), "modes": (mode,)})
-        cmd = [sys.executable, "-m", "qkv.kernels.bench", "--child", json.dumps(asdict(one))]
+        cmd = [sys.executable, HARNESS, "--child", json.dumps(asdict(one))]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -345,8 +334,8 @@ def _machine(threads: int, matmul_n: int = 4096, device: str = "cpu") -> dict:
                 model = ln.split(":", 1)[1].strip()
     except OSError:
         pass
-    code = f"from qkv.kernels.bench import _matmul_gflops; print(_matmul_gflops({threads}, {matmul_n}, {device!r}))"
-    gflops = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip())
+    cmd = [sys.executable, HARNESS, "--matmul", json.dumps([threads, matmul_n, device])]
+    gflops = float(subprocess.run(cmd, capture_output=True, text=True).stdout.strip())
     if device.startswith("cuda"):
         model = torch.cuda.get_device_name(device)
     return {
@@ -435,36 +424,79 @@ def table(results: list[Result], info: dict) -> str:
     return "\n".join(rows)
 
 
+def _positive_ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _choices(allowed: tuple[str, ...]):
+    def parse(text: str) -> list[str]:
+        values = [x.strip() for x in text.split(",") if x.strip()]
+        unknown = [v for v in values if v not in allowed]
+        if not values or unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from {','.join(allowed)}"
+            )
+        return values
+
+    return parse
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``qkv bench`` (shared by the CLI subcommand and ``python -m``)."""
-    parser.add_argument("--sizes", default="1024,4096,16384", help="comma-separated L = S values")
-    parser.add_argument("--scores", default=",".join(SCORES), help=f"comma-separated, from {','.join(SCORES)}")
-    parser.add_argument("--backends", default=",".join(BACKENDS),
-                        help="comma-separated, from naive,sdpa,tiled,auto,flex")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (minimum reported)")
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per case (default: torch's)")
-    parser.add_argument("--mem-cap-gib", type=float, default=8.0, help="skip/stop a case above this RSS")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per case")
+    """The options of ``qkv bench``; each is validated while parsing (a bad one is a usage error, exit 2)."""
+    parser.add_argument("--sizes", type=_positive_ints, default=[1024, 4096, 16384],
+                        help="comma-separated L = S values (positive integers)")
+    parser.add_argument("--scores", type=_choices(SCORES), default=list(SCORES),
+                        help=f"comma-separated, from {','.join(SCORES)}")
+    parser.add_argument("--backends", type=_choices(ALL_BACKENDS), default=list(BACKENDS),
+                        help=f"comma-separated, from {','.join(ALL_BACKENDS)}")
+    parser.add_argument("--repeat", type=_positive(int), default=3, help="timed runs per case (minimum reported)")
+    parser.add_argument("--heads", type=_positive(int), default=8)
+    parser.add_argument("--dim", type=_positive(int), default=64)
+    parser.add_argument("--threads", type=_positive(int), default=None,
+                        help="torch threads per case (default: torch's)")
+    parser.add_argument("--mem-cap-gib", type=_positive(float), default=8.0, help="skip/stop a case above this RSS")
+    parser.add_argument("--timeout", type=_positive(float), default=900.0, help="seconds per case")
     parser.add_argument("--fwd-only", action="store_true", help="measure the forward pass only")
     parser.add_argument("--quick", action="store_true", help="small sizes (256, 512), one repeat: a smoke run")
     parser.add_argument("--measure-auto", action="store_true",
                         help="time auto in its own processes (default: reuse the row of the backend it picks)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: CUDA allocator peak there)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cpu or cuda (peak memory: CUDA allocator peak there)")
     parser.add_argument("--markdown", default=None, help="also write the table (and machine) to this file")
     parser.add_argument("--json", default=None, help="also write raw results to this JSON file")
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse ``qkv bench`` options (``SystemExit(2)`` with a message naming the option on a bad one)."""
+    parser = argparse.ArgumentParser(prog="qkv bench", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
 def bench_command(args: argparse.Namespace) -> int:
     """Run ``qkv bench`` from parsed arguments."""
-    sizes = [256, 512] if args.quick else [int(x) for x in args.sizes.split(",") if x]
+    sizes = [256, 512] if args.quick else args.sizes
     repeat = 1 if args.quick else args.repeat
-    scores = [s for s in args.scores.split(",") if s]
-    for s in scores:
-        if s not in SCORES:
-            raise SystemExit(f"--scores: unknown score {s!r}; choose from {', '.join(SCORES)}")
-    backends = [b for b in args.backends.split(",") if b]
+    scores, backends = args.scores, args.backends
     modes = ("fwd",) if args.fwd_only else ("fwd", "fwdbwd")
     if args.device.startswith("cuda"):
         import torch
@@ -519,7 +551,7 @@ def load(paths: list[str]) -> tuple[list[Result], dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m qkv.kernels.bench [options]`` (the same as ``qkv bench``)."""
+    """``python benchmarks/attention.py [options]`` (the same as ``qkv bench``)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--merge"]:  # print one table from the --json files of several runs
         results, info = load(argv[1:])
@@ -530,9 +562,11 @@ def main(argv: list[str] | None = None) -> int:
         case["modes"] = tuple(case["modes"])
         print(json.dumps(_child(Case(**case))))
         return 0
-    parser = argparse.ArgumentParser(prog="qkv bench", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return bench_command(parser.parse_args(argv))
+    if argv[:1] == ["--matmul"]:
+        threads, n, device = json.loads(argv[1])
+        print(_matmul_gflops(threads, n, device))
+        return 0
+    return bench_command(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""Helpers shared by the layers: building a score argument, checking inputs, and the one output shape rule."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from qkv.functional.output import AttentionOutput
+from qkv.functional.scores import PARAMETER_FREE
+from qkv.layers import scores as score_modules
+
+ScoreArg = str | nn.Module
+
+
+def build_score(score: ScoreArg, *, query_dim: int, key_dim: int, hidden_dim: int | None = None) -> ScoreArg:
+    """Keep parameter-free names as strings; build parametric ones as modules; pass callables through."""
+    if isinstance(score, str):
+        if score in PARAMETER_FREE:
+            return score
+        return score_modules.make(score, query_dim=query_dim, key_dim=key_dim, hidden_dim=hidden_dim)
+    if callable(score):
+        return score
+    raise TypeError(f"score must be a name or a callable (q, k) -> scores, got {type(score).__name__}")
+
+
+def check_input(name: str, x: object, *, dims: tuple[int, ...], width: int | None = None) -> Tensor:
+    """Check a module input's type, rank and last dim; name them in the error."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() not in dims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dims, got shape {tuple(x.shape)}")
+    if width is not None and x.shape[-1] != width:
+        raise ValueError(f"{name} must have last dim {width}, got shape {tuple(x.shape)}")
+    return x
+
+
+def check_batch(query: Tensor, key: Tensor, value: Tensor) -> None:
+    """``query (B, L, .)``, ``key (B, S, .)`` and ``value (B, S, .)`` must agree on ``B`` and ``S``."""
+    if key.shape[0] != query.shape[0] or value.shape[:2] != key.shape[:2]:
+        raise ValueError(
+            f"query (B, L, Dq), key (B, S, Dk) and value (B, S, Dv) must agree on B and S: got "
+            f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
+        )
+
+
+def with_output(out: AttentionOutput, output: Tensor) -> AttentionOutput:
+    """``out`` with a new ``output`` and every other field (weights, scores, log_prob) passed through."""
+    return AttentionOutput(output=output, weights=out.weights, scores=out.scores, log_prob=out.log_prob)
