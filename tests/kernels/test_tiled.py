@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import qkv
-from qkv import positional as biases
 from qkv import masks as M
-from qkv.functional.local import local_attention
-from qkv.functional.local import GaussianWindow
+from qkv import positional as biases
+from qkv.functional.local import GaussianWindow, local_attention
 from qkv.kernels.naive import naive
 
 tiled_mod = importlib.import_module("qkv.kernels.tiled")
@@ -124,9 +123,10 @@ def test_explicit_scale_and_broadcast_batch(small_tiles, score_name):
     k = torch.randn(1, 3, 10, 5, dtype=F64, requires_grad=True)
     v = torch.randn(10, 4, dtype=F64, requires_grad=True)  # shared by every batch and head
     score = _scores()[score_name]
+    mask = M.causal(align="top_left")
     _compare(
         [q, k, v],
-        lambda backend: qkv.attend(q, k, v, score=score, scale=0.3, mask=M.causal(align="top_left"), backend=backend).output,
+        lambda backend: qkv.attend(q, k, v, score=score, scale=0.3, mask=mask, backend=backend).output,
     )
 
 

@@ -63,23 +63,25 @@ def test_attention_matches_loop(name: str) -> None:
         def score(qi, kj):
             return kj @ qi / (kj.norm() * qi.norm())
 
-    out = layer(q, k, v, mask=allowed, return_weights=True)
+    out = layer(q, k, v, mask=allowed.unsqueeze(1), return_weights=True)  # (B, 1, L, S): one head
     exp_out, exp_w = loop_attention(score, q, k, v, allowed)
+    assert out.weights.shape == (2, 1, 3, 5)
     torch.testing.assert_close(out.output, exp_out.detach())
-    torch.testing.assert_close(out.weights, exp_w.detach())
+    torch.testing.assert_close(out.weights, exp_w.detach().unsqueeze(1))
 
 
 def test_one_step_query_and_key_mask() -> None:
     layer = qkv.Attention(4, score="bilinear")
-    q, k = torch.randn(3, 4), torch.randn(3, 6, 4)
-    key_mask = torch.arange(6)[None] < torch.tensor([6, 2, 4])[:, None]  # (B, S)
-    step = layer(q, k, mask=key_mask, return_weights=True)
-    assert step.output.shape == (3, 4) and step.weights.shape == (3, 6)
-    full = layer(q.unsqueeze(1), k, mask=key_mask, return_weights=True)
-    torch.testing.assert_close(step.output, full.output.squeeze(1))
+    q, k = torch.randn(3, 1, 4), torch.randn(3, 6, 4)  # one decoder step: (B, 1, D)
+    key_mask = torch.arange(6)[None] < torch.tensor([6, 2, 4])[:, None]  # (B, S), True = a real key
+    step = layer(q, k, mask=qkv.masks.key_padding(key_mask), return_weights=True)
+    assert step.output.shape == (3, 1, 4) and step.weights.shape == (3, 1, 1, 6)
+    full = layer(torch.cat([q, torch.randn(3, 2, 4)], dim=1), k, mask=qkv.masks.key_padding(key_mask),
+                 return_weights=True)  # the step is row 0 of a longer query
+    torch.testing.assert_close(step.output, full.output[:, :1])
     lazy = layer(q, k, mask=qkv.masks.padding(torch.tensor([6, 2, 4])), return_weights=True)
     torch.testing.assert_close(lazy.weights, step.weights)
-    assert (step.weights[1, 2:] == 0).all()
+    assert (step.weights[1, ..., 2:] == 0).all()
 
 
 def test_gradcheck_additive_layer() -> None:
@@ -92,12 +94,21 @@ def test_gradcheck_additive_layer() -> None:
 def test_errors() -> None:
     layer = qkv.Attention(4, 5, score="additive")
     with pytest.raises(ValueError, match=r"key must have last dim 5, got shape \(2, 3, 4\)"):
-        layer(torch.randn(2, 4), torch.randn(2, 3, 4))
-    with pytest.raises(ValueError, match=r"query must have 2 or 3 dims, got shape \(4,\)"):
+        layer(torch.randn(2, 1, 4), torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match=r"query must have 3 dims, got shape \(4,\)"):
         layer(torch.randn(4), torch.randn(2, 3, 5))
-    with pytest.raises(ValueError, match=r"mask must be \(B, S\) or \(B, L, S\), got shape \(3,\)"):
-        layer(torch.randn(2, 4), torch.randn(2, 3, 5), mask=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"query must have 3 dims, got shape \(2, 4\)"):  # no (B, D) form
+        layer(torch.randn(2, 4), torch.randn(2, 3, 5))
+    with pytest.raises(ValueError, match=r"mask .*\(4,\) does not broadcast to the scores' shape \(2, 1, 1, 3\)"):
+        layer(torch.randn(2, 1, 4), torch.randn(2, 3, 5), mask=torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match="dropout"):
         qkv.Attention(4, dropout=1.5)
     with pytest.raises(ValueError, match="score 'dot' needs queries and keys of the same width"):
-        qkv.Attention(4, 5, score="dot")(torch.randn(2, 4), torch.randn(2, 3, 5))
+        qkv.Attention(4, 5, score="dot")(torch.randn(2, 1, 4), torch.randn(2, 3, 5))
+    # issue 8 (11): constructor arguments are checked and named
+    with pytest.raises(ValueError, match="query_dim"):
+        qkv.Attention(0)
+    with pytest.raises(ValueError, match="key_dim"):
+        qkv.Attention(4, 0)
+    with pytest.raises(TypeError, match="dropout"):
+        qkv.Attention(4, dropout="0.1")

@@ -49,7 +49,8 @@ def test_functional_local_matches_loop(mode: str) -> None:
 def test_local_m_layer_aligns_step_t_with_position_t() -> None:
     layer = qkv.LocalAttention(4, mode="local-m", window=1, score="dot")
     out = layer(torch.randn(1, 5, 4), torch.randn(1, 8, 4), return_weights=True)
-    nonzero = out.weights[0] > 0
+    assert out.weights.shape == (1, 1, 5, 8)
+    nonzero = out.weights[0, 0] > 0
     for t in range(5):
         assert nonzero[t].nonzero().flatten().tolist() == [s for s in range(8) if abs(s - t) <= 1]
 
@@ -58,8 +59,8 @@ def test_local_p_layer_predicts_positions_within_length_and_is_differentiable() 
     layer = qkv.LocalAttention(4, mode="local-p", window=2, score="general")
     q, k = torch.randn(3, 2, 4), torch.randn(3, 6, 4)
     lengths = torch.tensor([6, 3, 1])
-    out = layer(q, k, lengths=lengths, return_weights=True)
-    beyond = torch.arange(6)[None, None] >= lengths[:, None, None]
+    out = layer(q, k, mask=qkv.masks.padding(lengths), return_weights=True)
+    beyond = torch.arange(6)[None, None, None] >= lengths[:, None, None, None]  # (B, 1, 1, S)
     assert (out.weights[beyond.expand_as(out.weights)] == 0).all()
     out.output.sum().backward()
     assert layer.predictor[0].weight.grad.abs().sum() > 0  # the position predictor learns
@@ -81,13 +82,24 @@ def test_window_centres_stay_exact_in_bfloat16() -> None:
     q, k = torch.randn(1, 400, 4), torch.randn(1, 400, 4)
     w32 = layer(q, k, return_weights=True).weights
     w16 = layer.bfloat16()(q.bfloat16(), k.bfloat16(), return_weights=True).weights
-    assert (w32[0, 301] > 0).nonzero().flatten().tolist() == [300, 301, 302]
-    assert (w16[0, 301] > 0).nonzero().flatten().tolist() == [300, 301, 302]
+    assert (w32[0, 0, 301] > 0).nonzero().flatten().tolist() == [300, 301, 302]
+    assert (w16[0, 0, 301] > 0).nonzero().flatten().tolist() == [300, 301, 302]
 
 
 def test_local_m_one_step_needs_the_step_index() -> None:
     layer = qkv.LocalAttention(4, mode="local-m", window=1, score="dot")
     with pytest.raises(ValueError, match="steps="):
-        layer(torch.randn(2, 4), torch.randn(2, 6, 4))
-    out = layer(torch.randn(2, 4), torch.randn(2, 6, 4), steps=torch.tensor([3]), return_weights=True)
-    assert (out.weights[0] > 0).nonzero().flatten().tolist() == [2, 3, 4]
+        layer(torch.randn(2, 1, 4), torch.randn(2, 6, 4))
+    out = layer(torch.randn(2, 1, 4), torch.randn(2, 6, 4), steps=torch.tensor([3]), return_weights=True)
+    assert (out.weights[0, 0, 0] > 0).nonzero().flatten().tolist() == [2, 3, 4]
+
+
+@pytest.mark.parametrize("mode", ["local-m", "local-p"])
+def test_local_layer_mask_of_the_wrong_batch_is_a_value_error(mode: str) -> None:
+    """Issue 8 (11): a padding mask for another batch size is the caller's error (ValueError naming mask)."""
+    layer = qkv.LocalAttention(4, mode=mode, window=1, score="dot")
+    q, k = torch.randn(2, 3, 4), torch.randn(2, 6, 4)
+    bad = (qkv.masks.padding(torch.tensor([6, 4, 2])), qkv.masks.key_padding(torch.ones(3, 6, dtype=torch.bool)))
+    for mask in bad:
+        with pytest.raises(ValueError, match="mask"):
+            layer(q, k, mask=mask)

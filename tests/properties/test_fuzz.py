@@ -84,7 +84,9 @@ def attention_calls(draw):
     elif bias_kind in ("alibi", "relative") and len(full) == 2:
         H = draw(st.sampled_from([full[1], 1]))
         kw["bias"] = (
-            qkv.positional.alibi(H) if bias_kind == "alibi" else qkv.positional.relative(torch.randn(H, 5), max_distance=2)
+            qkv.positional.alibi(H)
+            if bias_kind == "alibi"
+            else qkv.positional.relative(torch.randn(H, 5), max_distance=2)
         )
     kw["normalize"] = draw(st.sampled_from([*NORMALIZERS, "hard_st"]))
     if kw["normalize"] == "hard_st":

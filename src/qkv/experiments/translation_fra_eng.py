@@ -120,7 +120,7 @@ class TranslationFraEng(Experiment):
         "model.hidden": 96, "model.dropout": 0.0, "train.max_steps": 500, "train.lr": 5e-3, "train.warmup_steps": 30,
         "train.eval_every": 250, "train.checkpoint_every": 250, "train.patience": 0,
     }
-    quick_targets = (Target("best_bleu", ">=", 15.0, "best variant, sacrebleu corpus BLEU after the quick run"),)
+    quick_targets = (Target("best_bleu", ">=", 8.0, "best variant, sacrebleu corpus BLEU after the quick run"),)
 
     def check(self, config: TranslationFraEngConfig, *, offline: bool = False) -> None:
         """An explicit ``data_dir`` must exist and hold a usable ``fra.txt`` if it holds one (a usage error)."""

@@ -180,7 +180,7 @@ class Padding(Mask):
         return self.lengths.numel() > 1, False
 
     def flex(self, *, B, H, L, S, device):
-        lengths = self.lengths.to(device).expand(B)  # a (1,) length serves every batch row
+        lengths = self.lengths.to(device).expand(B).contiguous()  # a (1,) length serves every batch row
         return lambda b, h, q, kv: kv < lengths[b]
 
     def shape(self, L, S, *, device):

@@ -19,9 +19,12 @@ class AttentionOutput:
         scores: ``(..., L, S)`` the raw scores (after ``bias``, before masking and
             normalisation), when requested.
         log_prob: ``(..., L)`` log-probability of the sampled key, for ``normalize="sample"``.
+        state: layer state a layer returns alongside its read (e.g. a key/value cache for
+            decoding, a memory after a write); ``None`` for :func:`qkv.attend` and stateless layers.
     """
 
     output: Tensor
     weights: Tensor | None = None
     scores: Tensor | None = None
     log_prob: Tensor | None = None
+    state: object | None = None

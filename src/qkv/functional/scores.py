@@ -12,10 +12,11 @@ its parameters as keyword arguments here, and :mod:`qkv.layers.scores` wraps it 
 attribute and one method for that kind:
 
 * ``kind = "dot"`` — a dot product of transformed features: ``dot_features(q, k) -> (q', k', c)``
-  with :math:`s = c\\, q'^\top k'`. SDPA, FlexAttention and the tiled kernel's matmul tiles can
+  with :math:`s = c\\, q'^\\top k'`. SDPA, FlexAttention and the tiled kernel's matmul tiles can
   take it (dot, scaled dot, cosine, bilinear; NTM's β-sharpened cosine; Hopfield's β-scaled dot).
 * ``kind = "additive"`` — ``additive_features(q, k) -> (h_q, h_k, v)`` with
-  :math:`s_{ij} = v^\top \tanh(h_{q,i} + h_{k,j})`; the tiled kernel projects once and tiles the tanh.
+  :math:`s_{ij} = v^\\top \\tanh(h_{q,i} + h_{k,j})`; the tiled kernel projects once and tiles the tanh;
+  a ``hidden_dim`` attribute (A) lets ``auto`` size the ``(L, S, A)`` tensor.
 * anything else (no ``kind``) — a general pairwise function, evaluated by the naive and tiled
   kernels through its ``(q, k)`` call.
 
@@ -72,7 +73,7 @@ def check_same_width(name: str, q: Tensor, k: Tensor) -> None:
         raise ValueError(
             f"score {name!r} needs queries and keys of the same width: got q {tuple(q.shape)} "
             f"(D={q.shape[-1]}) and k {tuple(k.shape)} (D={k.shape[-1]}); use a 'bilinear' or "
-            "'additive' score (qkv.scores) for different widths"
+            "'additive' score (qkv.layers.scores) for different widths"
         )
 
 
@@ -203,7 +204,7 @@ def check_scale(scale: object, *, name: str = "scale") -> float | None:
 
 
 class Dot(nn.Module):
-    """Dot-product score :math:`c\\, x^\top q` (Luong "dot"; ``c = scale``, default 1)."""
+    """Dot-product score :math:`c\\, x^\\top q` (Luong "dot"; ``c = scale``, default 1)."""
 
     kind = "dot"
     name = "dot"
@@ -228,7 +229,7 @@ class Dot(nn.Module):
 
 
 class ScaledDot(Dot):
-    """Scaled dot-product score :math:`x^\top q / \\sqrt{D}` (Vaswani et al. 2017), or with an explicit ``scale``."""
+    """Scaled dot-product score :math:`x^\\top q / \\sqrt{D}` (Vaswani et al. 2017), or with an explicit ``scale``."""
 
     name = "scaled_dot"
 
@@ -237,7 +238,7 @@ class ScaledDot(Dot):
 
 
 class Cosine(Dot):
-    """Cosine similarity :math:`c\\, x^\top q / (\\lVert x \rVert \\lVert q \rVert)` (MPCNN; NTM content addressing).
+    """Cosine similarity :math:`c\\, x^\\top q / (\\lVert x \\rVert \\lVert q \\rVert)` (MPCNN; NTM content addressing).
 
     A dot product of unit vectors; norms are clamped below by ``eps``.
     """

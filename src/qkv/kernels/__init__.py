@@ -104,7 +104,7 @@ def choose(call: AttentionCall) -> str:
             return "tiled"
         return "sdpa"
     if tiled_unsupported(call) is None and _params_known(call):
-        width = call.score.hidden_dim if call.kind == "additive" else 1
+        width = getattr(call.score, "hidden_dim", 1) if call.kind == "additive" else 1  # A of (L, S, A)
         if n * width >= TILED_MIN_ELEMENTS:
             return "tiled"
     return "naive"

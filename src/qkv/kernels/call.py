@@ -94,7 +94,12 @@ class AttentionCall:
 
         score_fn = sc.resolve(score, scale)
         if sc.structure(score_fn) == "dot":  # fast kernels may never call the score: check widths here
-            score_fn.dot_features(q[..., :0, :], k[..., :0, :])
+            try:
+                score_fn.dot_features(q[..., :0, :], k[..., :0, :])  # cheap: no query or key rows
+            except ValueError:
+                with torch.no_grad():
+                    score_fn.dot_features(q, k)  # raises again, naming the real shapes
+                raise
         normalizer = norm.resolve(normalize)
         dropout = check_dropout(dropout)
         lazy_mask = None

@@ -135,25 +135,53 @@ def flex_backend(call: AttentionCall) -> AttentionOutput:
         return AttentionOutput(output=tiled_attention(call))
 
 
+#: On CPU, keys and values are zero-padded to a multiple of this many positions (and the padding
+#: masked out): torch 2.13's compiled CPU FlexAttention can read past the end of ``k``/``v`` when
+#: ``S`` is not a multiple of its block size, and return wrong values for the last ``(b, h)``.
+CPU_KV_BLOCK = 128
+
+
 def _flex(call: AttentionCall) -> AttentionOutput:
     from torch.nn.attention.flex_attention import create_block_mask
 
     qf, kf, scale = call.score.dot_features(call.q, call.k)
     B, H = call.batch_shape
+    L, S = call.L, call.S
     qf = qf.expand(B, H, *qf.shape[-2:])  # (B, H, L, D)
     kf = kf.expand(B, H, *kf.shape[-2:])  # (B, H, S, D)
     v = call.v.expand(B, H, *call.v.shape[-2:])  # (B, H, S, Dv)
     mask_mod, score_mod = _mods(call)
+    by_b, by_h = (False, False) if call.mask is None else call.mask.depends()
+    S_run = S
+    if qf.device.type == "cpu" and S % CPU_KV_BLOCK:
+        S_run = S + CPU_KV_BLOCK - S % CPU_KV_BLOCK
+        kf = torch.nn.functional.pad(kf, (0, 0, 0, S_run - S))  # (B, H, S_run, D)
+        v = torch.nn.functional.pad(v, (0, 0, 0, S_run - S))  # (B, H, S_run, Dv)
+        mask_mod, score_mod = _clamped(mask_mod, S), _clamped_score(score_mod, S)
     block_mask = None
     if mask_mod is not None:
-        by_b, by_h = call.mask.depends()
         # a mask of indices only (causal, window) is built compiled, block by block, never as an
         # (L, S) tensor; masks that read tensors (padding lengths, bool tensors) are built eagerly
-        build = create_block_mask if (by_b or by_h) else _compiled_block_mask()
-        block_mask = build(mask_mod, B if by_b else None, H if by_h else None, call.L, call.S, device=qf.device)
+        # (as is the padded CPU case, whose combined mask inductor's CPU code generator cannot compile)
+        build = create_block_mask if (by_b or by_h or S_run != S) else _compiled_block_mask()
+        block_mask = build(mask_mod, B if by_b else None, H if by_h else None, L, S_run, device=qf.device)
     out = _compiled()(
         qf.contiguous(), kf.contiguous(), v.contiguous(), score_mod=score_mod, block_mask=block_mask, scale=scale
     )
     # a row with no allowed key: FlexAttention's kernel already writes zeros there (qkv's
     # convention); guard against NaN from a -inf score_mod on such rows all the same
     return AttentionOutput(output=torch.nan_to_num(out, nan=0.0))
+
+
+def _clamped(mask_mod, S: int):
+    """``mask_mod`` over keys padded past ``S``: the padding is masked, real keys keep their mask."""
+    if mask_mod is None:
+        return lambda b, h, q, kv: kv < S
+    return lambda b, h, q, kv: (kv < S) & mask_mod(b, h, q, torch.clamp(kv, max=S - 1))
+
+
+def _clamped_score(score_mod, S: int):
+    """``score_mod`` over keys padded past ``S``, never indexing a captured tensor past ``S - 1``."""
+    if score_mod is None:
+        return None
+    return lambda s, b, h, q, kv: score_mod(s, b, h, q, torch.clamp(kv, max=S - 1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import Tensor, nn
 
 from qkv.functional.output import AttentionOutput
@@ -45,5 +47,5 @@ def check_batch(query: Tensor, key: Tensor, value: Tensor) -> None:
 
 
 def with_output(out: AttentionOutput, output: Tensor) -> AttentionOutput:
-    """``out`` with a new ``output`` and every other field (weights, scores, log_prob) passed through."""
-    return AttentionOutput(output=output, weights=out.weights, scores=out.scores, log_prob=out.log_prob)
+    """``out`` with a new ``output`` and every other field (weights, scores, log_prob, state) passed through."""
+    return dataclasses.replace(out, output=output)

@@ -29,8 +29,9 @@ class Bilinear(nn.Module):
 
     def __init__(self, query_dim: int, key_dim: int | None = None) -> None:
         super().__init__()
+        query_dim = check_positive_int("query_dim", query_dim)
         key_dim = check_positive_int("key_dim", query_dim if key_dim is None else key_dim)
-        self.weight = nn.Parameter(torch.empty(key_dim, check_positive_int("query_dim", query_dim)))
+        self.weight = nn.Parameter(torch.empty(key_dim, query_dim))
         nn.init.xavier_uniform_(self.weight)
 
     def dot_features(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, float]:

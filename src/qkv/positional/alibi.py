@@ -46,7 +46,7 @@ class Alibi(Bias):
 
     def flex(self, *, B, H, L, S, device):
         off = align_offset(self.align, L, S)
-        slopes = self.slopes.to(device).expand(H)  # (H,): one slope broadcasts over the heads
+        slopes = self.slopes.to(device).expand(H).contiguous()  # (H,): one slope broadcasts over the heads
         return lambda b, h, q, kv: -slopes[h] * (kv - (q + off)).abs()
 
     def parameters(self) -> list[Tensor]:

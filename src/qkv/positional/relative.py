@@ -48,7 +48,7 @@ class RelativeBias(Bias):
 
     def flex(self, *, B, H, L, S, device):
         off, R = align_offset(self.align, L, S), self.max_distance
-        table = self.table.to(device).expand(H, -1)  # (H, 2R + 1): one row broadcasts over the heads
+        table = self.table.to(device).expand(H, -1).contiguous()  # (H, 2R + 1): one row broadcasts over the heads
         return lambda b, h, q, kv: table[h, (kv - (q + off)).clamp(-R, R) + R]
 
     def parameters(self) -> list[Tensor]:

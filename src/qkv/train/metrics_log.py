@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qkv.train.checkpoint import atomic_write_text
+from qkv.train.io import atomic_write_text
 
 __all__ = ["MetricsLog"]
 
