@@ -243,3 +243,38 @@ def test_gaussian_window_modifier_has_teeth():
     gauss = torch.exp(-((s - p[..., None]) ** 2) / (2 * (2 / 2) ** 2))
     torch.testing.assert_close(w, soft * gauss * ~outside)
     assert math.isclose(float(soft.sum(-1).mean()), 1.0)
+
+
+# ---- found in review
+
+
+def test_no_keys_still_checks_the_backend():
+    q, k, v = torch.randn(1, 3, 4), torch.randn(1, 0, 4), torch.randn(1, 0, 2)
+    with pytest.raises(ValueError, match="sdpa.*weights"):
+        qkv.attend(q, k, v, return_weights=True, backend="sdpa")
+    out = qkv.attend(q, k, v, return_weights=True)
+    assert out.output.shape == (1, 3, 2) and out.weights.shape == (1, 3, 0) and torch.all(out.output == 0)
+
+
+def test_a_huge_integer_scale_is_a_value_error_naming_scale():
+    q = torch.randn(1, 2, 4)
+    with pytest.raises(ValueError, match="scale"):
+        qkv.attend(q, q, q, scale=10**400)
+
+
+def test_non_finite_window_centres_are_rejected():
+    from qkv.functional.local import GaussianWindow, local_attention
+
+    q = torch.randn(1, 3, 4)
+    p = torch.tensor([[0.0, float("nan"), 1.0]])
+    with pytest.raises(ValueError, match="position"):
+        local_attention(q, q, q, position=p, window=1, mode="local-m")
+    with pytest.raises(ValueError, match="position"):
+        GaussianWindow(p, 1)
+
+
+def test_forced_tiled_refuses_a_closure_that_would_lose_gradients():
+    w = torch.randn(4, 4, requires_grad=True)
+    q = torch.randn(2, 3, 4, requires_grad=True)
+    with pytest.raises(ValueError, match="tiled.*captures tensors requiring grad"):
+        qkv.attend(q, q, q, score=lambda a, b: a @ w @ b.transpose(-1, -2), backend="tiled")

@@ -217,15 +217,15 @@ def test_attend_parametric_score_modules_match_loop():
     Dq, Dk, A, L, S = 3, 5, 4, 2, 4
     q, k, v = randn(L, Dq, gen=gen), randn(S, Dk, gen=gen), randn(S, 2, gen=gen)
     bil = qkv.scores.Bilinear(Dq, Dk).double()
-    add = qkv.scores.Additive(Dq, Dk, hidden_dim=A, bias=True).double()
+    add = qkv.scores.Additive(Dq, Dk, hidden_dim=A, hidden_bias=True).double()
     with torch.no_grad():
-        add.bias.normal_(generator=gen)
+        add.hidden_bias.normal_(generator=gen)
     W = bil.weight.detach()
 
     def bil_ref(a, b):
         return sum(float(b[e]) * float(W[e, d]) * float(a[d]) for e in range(Dk) for d in range(Dq))
 
-    Wq, Wk, vv, bb = (t.detach() for t in (add.w_q, add.w_k, add.v, add.bias))
+    Wq, Wk, vv, bb = (t.detach() for t in (add.w_q, add.w_k, add.v, add.hidden_bias))
 
     def add_ref(a, b):
         tot = 0.0
@@ -401,7 +401,7 @@ def test_attend_gradcheck_parametric_scores():
     k = randn(4, 3, gen=gen, requires_grad=True)
     v = randn(4, 2, gen=gen, requires_grad=True)
     mask = masks.causal(align="bottom_right")
-    for module in (qkv.scores.Bilinear(2, 3).double(), qkv.scores.Additive(2, 3, bias=True).double()):
+    for module in (qkv.scores.Bilinear(2, 3).double(), qkv.scores.Additive(2, 3, hidden_bias=True).double()):
 
         def f(q, k, v, module=module):
             return qkv.attend(q, k, v, score=module, mask=mask).output

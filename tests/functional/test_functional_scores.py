@@ -95,7 +95,7 @@ def test_parametric_scores_match_loop(shape, Dk, A, seed):
     torch.testing.assert_close(sc.bilinear(q, k, weight=W), bil)
     for with_bias in (False, True):
         w_q, w_k, v, b = _params(Dq, Dk, A, gen, with_bias)
-        got = sc.additive(q, k, w_q=w_q, w_k=w_k, v=v, bias=b)
+        got = sc.additive(q, k, w_q=w_q, w_k=w_k, v=v, hidden_bias=b)
         torch.testing.assert_close(got, loop(q, k, additive_ref(w_q, w_k, v, b)))
 
 
@@ -152,7 +152,7 @@ def test_additive_gradcheck_inputs_and_parameters(with_bias):
     args = [q, k, w_q, w_k, v] + ([_gq(gen, 6)] if with_bias else [])
 
     def f(q, k, w_q, w_k, v, b=None):
-        return sc.additive(q, k, w_q=w_q, w_k=w_k, v=v, bias=b)
+        return sc.additive(q, k, w_q=w_q, w_k=w_k, v=v, hidden_bias=b)
 
     assert torch.autograd.gradcheck(f, tuple(args))
 
@@ -212,7 +212,7 @@ def test_additive_bad_parameter_shapes(bad):
 def test_additive_bad_bias_shape():
     q, k = torch.randn(3, 4), torch.randn(5, 2)
     with pytest.raises((ValueError, RuntimeError)):
-        sc.additive(q, k, w_q=torch.randn(6, 4), w_k=torch.randn(6, 2), v=torch.randn(6), bias=torch.randn(4))
+        sc.additive(q, k, w_q=torch.randn(6, 4), w_k=torch.randn(6, 2), v=torch.randn(6), hidden_bias=torch.randn(4))
 
 
 # ----------------------------------------------------------------------------------------------

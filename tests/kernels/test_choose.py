@@ -45,14 +45,21 @@ def test_weights_requested_stay_naive():
     assert kernels.choose(_call(2048, 2048, return_weights=True)) == "naive"
 
 
-def test_plain_function_score_with_gradients_stays_naive():
-    def fn(q, k):
+def test_plain_function_score_capturing_a_parameter_stays_naive_with_gradients():
+    w = torch.nn.Parameter(torch.ones(()))
+
+    def captures(q, k):
+        return w * (q @ k.transpose(-1, -2))
+
+    def pure(q, k):
         return q @ k.transpose(-1, -2)
 
-    call = _call(2048, 2048, score=fn)
-    assert kernels.choose(call) == "naive"  # a closure may capture parameters the kernel cannot see
+    call = _call(2048, 2048, score=captures)
+    assert kernels.choose(call) == "naive"  # the tiled kernel could not give w its gradient
+    assert "captures tensors requiring grad" in kernels.BACKENDS["tiled"].unsupported(call)
     with torch.no_grad():
         assert kernels.choose(call) == "tiled"
+    assert kernels.choose(_call(2048, 2048, score=pure)) == "tiled"  # nothing captured: nothing lost
 
 
 def test_captured_parameter_of_a_closure_score_gets_its_gradient():

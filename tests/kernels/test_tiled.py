@@ -60,7 +60,7 @@ def _scores(D=5):
         "scaled_dot": "scaled_dot",
         "cosine": "cosine",
         "additive": qkv.scores.Additive(D, hidden_dim=6).double(),
-        "additive_bias": qkv.scores.Additive(D, hidden_dim=6, bias=True).double(),
+        "additive_bias": qkv.scores.Additive(D, hidden_dim=6, hidden_bias=True).double(),
         "bilinear": qkv.scores.Bilinear(D).double(),
         "scaled_dot_module": qkv.scores.ScaledDot(scale=0.7),
         "callable": _sq_dist,
@@ -357,7 +357,7 @@ def test_compiled_additive_tiles_match_naive(monkeypatch):
     """The torch.compile'd additive tile functions (used for large float32 problems), ragged tiles padded."""
     monkeypatch.setenv("QKV_COMPILE_TILES", "1")
     monkeypatch.setitem(tiled_mod.DEFAULT_TILES, "additive", (8, 16))
-    score = qkv.scores.Additive(8, hidden_dim=16, bias=True)
+    score = qkv.scores.Additive(8, hidden_dim=16, hidden_bias=True)
     q, k, v = (torch.randn(1, 2, n, 8, requires_grad=True) for n in (21, 37, 37))
     inputs = [q, k, v, *score.parameters()]
     outs = []

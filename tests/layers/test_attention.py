@@ -35,7 +35,7 @@ def loop_attention(score, q, k, v, allowed):
 def test_attention_matches_loop(name: str) -> None:
     dq = 6
     dk = 6 if name in ("dot", "scaled_dot", "cosine") else 4
-    layer = qkv.Attention(dq, dk, score=name).double()
+    layer = qkv.Attention(dq, key_dim=dk, score=name).double()
     q, k, v = torch.randn(2, 3, dq).double(), torch.randn(2, 5, dk).double(), torch.randn(2, 5, 3).double()
     allowed = torch.ones(2, 3, 5, dtype=torch.bool)
     allowed[1, :, 3:] = False
@@ -85,14 +85,14 @@ def test_one_step_query_and_key_mask() -> None:
 
 
 def test_gradcheck_additive_layer() -> None:
-    layer = qkv.Attention(3, 2, score="additive", hidden_dim=4).double()
+    layer = qkv.Attention(3, key_dim=2, score="additive", hidden_dim=4).double()
     q = torch.randn(2, 3, 3, dtype=torch.float64, requires_grad=True)
     k = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda q, k: layer(q, k).output, (q, k))
 
 
 def test_errors() -> None:
-    layer = qkv.Attention(4, 5, score="additive")
+    layer = qkv.Attention(4, key_dim=5, score="additive")
     with pytest.raises(ValueError, match=r"key must have last dim 5, got shape \(2, 3, 4\)"):
         layer(torch.randn(2, 1, 4), torch.randn(2, 3, 4))
     with pytest.raises(ValueError, match=r"query must have 3 dims, got shape \(4,\)"):
@@ -104,11 +104,23 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="dropout"):
         qkv.Attention(4, dropout=1.5)
     with pytest.raises(ValueError, match="score 'dot' needs queries and keys of the same width"):
-        qkv.Attention(4, 5, score="dot")(torch.randn(2, 1, 4), torch.randn(2, 3, 5))
+        qkv.Attention(4, key_dim=5, score="dot")(torch.randn(2, 1, 4), torch.randn(2, 3, 5))
     # issue 8 (11): constructor arguments are checked and named
     with pytest.raises(ValueError, match="query_dim"):
         qkv.Attention(0)
     with pytest.raises(ValueError, match="key_dim"):
-        qkv.Attention(4, 0)
+        qkv.Attention(4, key_dim=0)
     with pytest.raises(TypeError, match="dropout"):
         qkv.Attention(4, dropout="0.1")
+
+
+def test_a_2d_mask_is_read_as_queries_by_keys_even_when_batch_equals_length():
+    # issue 8, defect 12: with B = L, a (L, S) causal mask must not be read as a (B, S) key mask
+    B = L = S = 4
+    layer = qkv.Attention(6, score="dot")
+    x = torch.randn(B, L, 6)
+    causal = torch.ones(L, S, dtype=torch.bool).tril()  # (L, S): query i sees keys j <= i
+    w = layer(x, mask=causal, return_weights=True).weights  # (B, 1, L, S)
+    assert w.shape == (B, 1, L, S)
+    assert torch.all(w.masked_select(~causal.expand_as(w)) == 0)
+    torch.testing.assert_close(w, layer(x, mask=qkv.masks.causal(), return_weights=True).weights)

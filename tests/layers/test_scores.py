@@ -52,18 +52,18 @@ def test_bilinear_module_matches_loop_and_shapes():
 @pytest.mark.parametrize("bias", [False, True])
 def test_additive_module_matches_loop_and_shapes(bias):
     torch.manual_seed(0)
-    m = scores.Additive(3, 5, hidden_dim=7, bias=bias).double()
+    m = scores.Additive(3, 5, hidden_dim=7, hidden_bias=bias).double()
     assert m.w_q.shape == (7, 3) and m.w_k.shape == (7, 5) and m.v.shape == (7,)
-    assert (m.bias is not None) == bias
+    assert (m.hidden_bias is not None) == bias
     n_params = 7 * 3 + 7 * 5 + 7 + (7 if bias else 0)
     assert sum(p.numel() for p in m.parameters()) == n_params
     if bias:
         with torch.no_grad():
-            m.bias.uniform_(-1, 1)
+            m.hidden_bias.uniform_(-1, 1)
     gen = torch.Generator().manual_seed(2)
     q, k = _x(gen, 2, 3), _x(gen, 4, 5)
     Wq, Wk, v = m.w_q.detach(), m.w_k.detach(), m.v.detach()
-    b = m.bias.detach() if bias else torch.zeros(7, dtype=torch.float64)
+    b = m.hidden_bias.detach() if bias else torch.zeros(7, dtype=torch.float64)
     ref = _loop(
         q, k, lambda a, x: sum(float(v[h]) * math.tanh(_dot(Wk[h], x) + _dot(Wq[h], a) + float(b[h])) for h in range(7))
     )
@@ -87,7 +87,7 @@ def _module_gradcheck(module, q, k):
     [
         lambda: scores.Bilinear(3, 4),
         lambda: scores.Additive(3, 4, hidden_dim=5),
-        lambda: scores.Additive(3, 4, hidden_dim=5, bias=True),
+        lambda: scores.Additive(3, 4, hidden_dim=5, hidden_bias=True),
     ],
     ids=["bilinear", "additive", "additive_bias"],
 )
@@ -102,7 +102,7 @@ def test_module_gradcheck_with_parameters(make):
 
 def test_module_parameter_grads_through_attend():
     torch.manual_seed(0)
-    m = scores.Additive(3, 4, bias=True).double()
+    m = scores.Additive(3, 4, hidden_bias=True).double()
     gen = torch.Generator().manual_seed(4)
     q, k, v = _x(gen, 2, 3), _x(gen, 5, 4), _x(gen, 5, 2)
     out = qkv.attend(q, k, v, score=m, mask=qkv.masks.window(1)).output

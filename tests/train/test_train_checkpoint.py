@@ -14,13 +14,13 @@ from torch import nn
 
 from qkv.train.checkpoint import (
     CheckpointError,
-    atomic_write_text,
     flatten_optimizer_state,
     load_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
     unflatten_optimizer_state,
 )
+from qkv.train.io import atomic_write_text
 
 
 def _write(tmp_path: Path) -> Path:

@@ -90,15 +90,4 @@ def attend(
         q, k, v, score=score, mask=mask, bias=bias, normalize=normalize, scale=scale, dropout=dropout,
         modifier=modifier, return_weights=return_weights, return_scores=return_scores,
     )
-    if backend != "auto" and backend not in kernels.BACKENDS:
-        raise ValueError(f"backend must be one of {['auto', *kernels.BACKENDS]}, got {backend!r}")
-    if call.S == 0:  # no keys at all: every row is fully masked
-        zeros = q.new_zeros((*call.batch_shape, call.L, 0))
-        connected = (q.sum() + k.sum() + v.sum()) * 0  # zero output, but still part of the graph
-        return AttentionOutput(
-            output=v.new_zeros((*call.batch_shape, call.L, v.shape[-1])) + connected,
-            weights=zeros if return_weights else None,
-            scores=zeros if return_scores else None,
-            log_prob=q.new_zeros((*call.batch_shape, call.L)) if call.normalize.name == "sample" else None,
-        )
     return kernels.run(call, backend)

@@ -64,8 +64,8 @@ class Lazy:
     def flex(self, *, B: int, H: int, L: int, S: int, device: torch.device) -> FlexFn | None:
         """The field as a function of FlexAttention's index tensors ``(b, h, q_idx, kv_idx)``, or ``None``.
 
-        Tensors it captures are moved to ``device`` and expanded to ``B``/``H`` where they broadcast,
-        so a compiled kernel never indexes past a size-1 dim.
+        Tensors it captures are moved to ``device``, and a size-1 batch or head dim is broadcast
+        (expanded to ``B``/``H``, or read at index 0), so a compiled kernel never indexes past it.
         """
         return None
 

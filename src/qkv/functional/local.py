@@ -47,6 +47,9 @@ def _check_position(position: object, window: object) -> None:
         raise TypeError(f"position must be a float tensor (..., L) of window centres, got {got}")
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an int >= 1, got {window!r}")
+    if not torch.isfinite(position.detach()).all():
+        raise ValueError(f"position must hold finite window centres, got non-finite values in shape "
+                         f"{tuple(position.shape)}")
 
 
 def _batch_dims(position: Tensor) -> tuple[bool, bool]:

@@ -39,9 +39,9 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "KINDS",
     "PARAMETER_FREE",
     "PARAMETRIC",
+    "STRUCTURES",
     "Cosine",
     "Dot",
     "ScaleArg",
@@ -52,6 +52,7 @@ __all__ = [
     "additive_projections",
     "bilinear",
     "bilinear_query",
+    "captures_grad",
     "check_bilinear",
     "check_same_width",
     "check_scale",
@@ -113,12 +114,12 @@ def bilinear_query(q: Tensor, weight: Tensor) -> Tensor:
 
 
 def additive_projections(
-    q: Tensor, k: Tensor, *, w_q: Tensor, w_k: Tensor, bias: Tensor | None = None
+    q: Tensor, k: Tensor, *, w_q: Tensor, w_k: Tensor, hidden_bias: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """:math:`U q + b` ``(..., L, A)`` and :math:`W k` ``(..., S, A)``: the additive score's per-token parts."""
     hq = torch.einsum("ad,...ld->...la", w_q, q)  # (..., L, A)
     hk = torch.einsum("ad,...sd->...sa", w_k, k)  # (..., S, A)
-    return (hq if bias is None else hq + bias), hk
+    return (hq if hidden_bias is None else hq + hidden_bias), hk
 
 
 def check_bilinear(q: Tensor, k: Tensor, weight: Tensor) -> None:
@@ -143,7 +144,7 @@ def bilinear(q: Tensor, k: Tensor, *, weight: Tensor) -> Tensor:
 
 
 def additive(
-    q: Tensor, k: Tensor, *, w_q: Tensor, w_k: Tensor, v: Tensor, bias: Tensor | None = None
+    q: Tensor, k: Tensor, *, w_q: Tensor, w_k: Tensor, v: Tensor, hidden_bias: Tensor | None = None
 ) -> Tensor:
     """Additive score :math:`v^\\top \\tanh(W x + U q + b)` (Bahdanau et al. 2015, eq. 6; Luong "concat").
 
@@ -157,7 +158,7 @@ def additive(
         w_q: ``(A, Dq)``, the matrix :math:`U`.
         w_k: ``(A, Dk)``, the matrix :math:`W`.
         v: ``(A,)``.
-        bias: optional ``(A,)``.
+        hidden_bias: optional ``(A,)``, the bias :math:`b` inside the tanh.
     """
     A = v.shape[0] if v.dim() == 1 else -1
     if A < 0 or w_q.shape != (A, q.shape[-1]) or w_k.shape != (A, k.shape[-1]):
@@ -166,7 +167,7 @@ def additive(
             f"w_k (A, Dk) = (A, {k.shape[-1]}) and v (A,) with one A; got w_q {tuple(w_q.shape)}, "
             f"w_k {tuple(w_k.shape)}, v {tuple(v.shape)}"
         )
-    hq, hk = additive_projections(q, k, w_q=w_q, w_k=w_k, bias=bias)  # (..., L, A), (..., S, A)
+    hq, hk = additive_projections(q, k, w_q=w_q, w_k=w_k, hidden_bias=hidden_bias)  # (..., L, A), (..., S, A)
     h = torch.tanh(hq.unsqueeze(-2) + hk.unsqueeze(-3))  # (..., L, S, A)
     return torch.einsum("...lsa,a->...ls", h, v)
 
@@ -180,8 +181,8 @@ def cosine(q: Tensor, k: Tensor, *, eps: float = 1e-8) -> Tensor:
     return torch.einsum("...ld,...sd->...ls", unit(q, eps), unit(k, eps))
 
 
-#: The structural kinds a score can declare (``score.kind``); see the module docstring.
-KINDS = ("dot", "additive", "pairwise")
+#: The structures a score can declare (``score.kind``); see the module docstring.
+STRUCTURES = ("dot", "additive", "pairwise")
 
 ScaleArg = float | int | None
 
@@ -189,7 +190,7 @@ ScaleArg = float | int | None
 def structure(score: object) -> str:
     """The score's structural kind: ``"dot"``, ``"additive"`` or ``"pairwise"`` (the default)."""
     kind = getattr(score, "kind", "pairwise")
-    return kind if kind in KINDS else "pairwise"
+    return kind if kind in STRUCTURES else "pairwise"
 
 
 def check_scale(scale: object, *, name: str = "scale") -> float | None:
@@ -198,7 +199,11 @@ def check_scale(scale: object, *, name: str = "scale") -> float | None:
         return None
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise TypeError(f"{name} must be a finite real number or None, got {type(scale).__name__} {scale!r}")
-    if not math.isfinite(scale):
+    try:
+        finite = math.isfinite(scale)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
         raise ValueError(f"{name} must be a finite real number or None, got {scale!r}")
     return float(scale)
 
@@ -282,6 +287,30 @@ class Scaled(nn.Module):
 def is_opaque(score: object) -> bool:
     """Whether the score is a plain function, whose captured tensors (and their gradients) no kernel can see."""
     return is_opaque(score.inner) if isinstance(score, Scaled) else not isinstance(score, nn.Module)
+
+
+def captures_grad(score: ScoreFn, q: Tensor, k: Tensor) -> bool:
+    """Whether ``score`` depends differentiably on tensors other than its inputs (a closure's weights).
+
+    Probed on one query and one key: the autograd graph of the probe's score is walked for leaves
+    that require grad and are neither input.
+    """
+    with torch.enable_grad():
+        qp = q[..., :1, :].detach().requires_grad_()  # (..., 1, D)
+        kp = k[..., :1, :].detach().requires_grad_()  # (..., 1, D)
+        out = score(qp, kp)
+    inputs = {id(qp), id(kp)}
+    stack, seen = [getattr(out, "grad_fn", None)], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        leaf = getattr(node, "variable", None)  # an AccumulateGrad node holds its leaf tensor
+        if leaf is not None and id(leaf) not in inputs:
+            return True
+        stack.extend(fn for fn, _ in node.next_functions)
+    return False
 
 
 #: Scores that need no parameters, by name: the classes :func:`resolve` builds.

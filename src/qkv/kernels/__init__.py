@@ -2,8 +2,10 @@
 
 A backend is a function ``(AttentionCall) -> AttentionOutput`` together with a function saying
 why it cannot take a call (``None`` when it can). ``naive`` supports everything and is the
-reference. Kernels know no mask, bias or score class: they use the lazy protocol of
-:mod:`qkv.functional.lazy` and the score's declared structure.
+reference. Kernels know no particular mask, bias or score: they use the lazy protocol of
+:mod:`qkv.functional.lazy` and the score's declared structure. (The only type checks left are
+on base classes: the tiled kernel hands a plain :class:`~qkv.functional.biases.TensorBias`'s
+tensor to autograd directly, and differentiates an ``nn.Module`` score's parameters.)
 
 * ``naive`` — materialise the scores (:mod:`qkv.kernels.naive`); the only backend that returns
   weights or scores, and the only one for non-softmax normalizers.
@@ -25,9 +27,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
-from qkv.functional import scores as sc
 from qkv.functional.output import AttentionOutput
 from qkv.kernels.call import AttentionCall
 from qkv.kernels.flex import flex_backend, flex_unsupported
@@ -76,12 +75,6 @@ def _visited_fraction(call: AttentionCall) -> float:
     return visited / max(1, call.L * call.S)
 
 
-def _params_known(call: AttentionCall) -> bool:
-    """Whether the tiled kernel can see every tensor the score depends on."""
-    # a closure may capture tensors that require grad even when q, k and v do not
-    return call.kind != "pairwise" or not sc.is_opaque(call.score) or not torch.is_grad_enabled()
-
-
 def choose(call: AttentionCall) -> str:
     """The ``auto`` backend: the fastest one that supports the call.
 
@@ -91,9 +84,9 @@ def choose(call: AttentionCall) -> str:
       local window) leaves at most :data:`TILED_MAX_VISITED` of the plane goes to ``tiled``;
     * any other softmax score (additive, modules, callables) and weight modifiers: ``tiled`` once
       the naive tensor — ``(..., L, S)``, or ``(..., L, S, A)`` for an additive score of hidden
-      width ``A`` — would reach :data:`TILED_MIN_ELEMENTS` elements, else ``naive``. A plain-function
-      score is kept on ``naive`` while gradients are needed (the tiled kernel cannot see tensors a
-      closure captures; an ``nn.Module``'s parameters it can).
+      width ``A`` — would reach :data:`TILED_MIN_ELEMENTS` elements, else ``naive``. (The tiled
+      kernel refuses a plain-function score while gradients are on: it cannot see the tensors a
+      closure captures; an ``nn.Module``'s parameters it can.)
     """
     n = math.prod(call.batch_shape) * call.L * call.S
     if sdpa_unsupported(call) is None:
@@ -103,7 +96,7 @@ def choose(call: AttentionCall) -> str:
         ):
             return "tiled"
         return "sdpa"
-    if tiled_unsupported(call) is None and _params_known(call):
+    if tiled_unsupported(call) is None:
         width = getattr(call.score, "hidden_dim", 1) if call.kind == "additive" else 1  # A of (L, S, A)
         if n * width >= TILED_MIN_ELEMENTS:
             return "tiled"
@@ -118,4 +111,19 @@ def run(call: AttentionCall, backend: str) -> AttentionOutput:
     reason = BACKENDS[name].unsupported(call)
     if reason:
         raise ValueError(f"backend {name!r} cannot compute this call: {reason}; use backend='auto' or 'naive'")
+    if call.S == 0:  # no keys at all: every row is fully masked
+        return _no_keys(call)
     return BACKENDS[name].run(call)
+
+
+def _no_keys(call: AttentionCall) -> AttentionOutput:
+    """Zero weights and a zero output (still part of the graph) when there are no keys."""
+    q, k, v = call.q, call.k, call.v
+    zeros = q.new_zeros((*call.batch_shape, call.L, 0))  # (..., L, 0)
+    connected = (q.sum() + k.sum() + v.sum()) * 0
+    return AttentionOutput(
+        output=v.new_zeros((*call.batch_shape, call.L, v.shape[-1])) + connected,  # (..., L, Dv)
+        weights=zeros if call.return_weights else None,
+        scores=zeros if call.return_scores else None,
+        log_prob=q.new_zeros((*call.batch_shape, call.L)) if call.normalize.name == "sample" else None,
+    )

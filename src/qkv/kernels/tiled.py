@@ -61,6 +61,7 @@ from qkv.functional.biases import Bias, TensorBias
 from qkv.functional.masks import Mask
 from qkv.functional.modifiers import WeightModifier
 from qkv.functional.output import AttentionOutput
+from qkv.functional.scores import captures_grad, is_opaque
 from qkv.kernels.call import AttentionCall
 
 __all__ = ["DEFAULT_TILES", "tiled_attention", "tiled_backend", "tiled_unsupported"]
@@ -98,6 +99,10 @@ def tiled_unsupported(call: AttentionCall) -> str | None:
         return f"it applies no dropout, got dropout={call.dropout}"
     if call.return_weights or call.return_scores:
         return "it returns no weights or scores (return_weights/return_scores need backend='naive')"
+    opaque = call.kind == "pairwise" and is_opaque(call.score) and torch.is_grad_enabled()
+    if opaque and captures_grad(call.score, call.q, call.k):
+        return ("the score is a plain function that captures tensors requiring grad, whose gradients it "
+                "would lose; make the score an nn.Module (its parameters are differentiated)")
     return None
 
 

@@ -19,7 +19,7 @@ from qkv.functional.masks import MaskLike
 from qkv.functional.normalize import NormalizeArg
 from qkv.functional.normalize import resolve as resolve_normalizer
 from qkv.functional.output import AttentionOutput
-from qkv.layers.common import ScoreArg, build_score, check_batch, check_input, with_output
+from qkv.layers.common import ScoreArg, build_score, check_inputs, with_output
 
 __all__ = ["Attention"]
 
@@ -40,8 +40,8 @@ class Attention(nn.Module):
     def __init__(
         self,
         query_dim: int,
-        key_dim: int | None = None,
         *,
+        key_dim: int | None = None,
         score: ScoreArg = "additive",
         hidden_dim: int | None = None,
         normalize: NormalizeArg = "softmax",
@@ -79,10 +79,7 @@ class Attention(nn.Module):
             :class:`AttentionOutput` with ``output (B, L, Dv)``; ``weights``/``scores`` ``(B, 1, L, S)``
             and ``log_prob (B, 1, L)`` as in :func:`qkv.attend`.
         """
-        query = check_input("query", query, dims=(3,), width=self.query_dim)
-        key = query if key is None else check_input("key", key, dims=(3,), width=self.key_dim)
-        value = key if value is None else check_input("value", value, dims=(3,))
-        check_batch(query, key, value)
+        query, key, value = check_inputs(query, key, value, query_dim=self.query_dim, key_dim=self.key_dim)
         out = attend(
             query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1),  # (B, 1, L|S, D): one head
             score=self.score, mask=mask, bias=bias, normalize=self.normalize,

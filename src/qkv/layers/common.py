@@ -6,18 +6,18 @@ import dataclasses
 
 from torch import Tensor, nn
 
+from qkv.functional.checks import check_positive_int
 from qkv.functional.output import AttentionOutput
-from qkv.functional.scores import PARAMETER_FREE
 from qkv.layers import scores as score_modules
 
 ScoreArg = str | nn.Module
 
 
 def build_score(score: ScoreArg, *, query_dim: int, key_dim: int, hidden_dim: int | None = None) -> ScoreArg:
-    """Keep parameter-free names as strings; build parametric ones as modules; pass callables through."""
+    """A score name built once as a module (:func:`qkv.layers.scores.make`); callables pass through."""
+    if hidden_dim is not None:
+        check_positive_int("hidden_dim", hidden_dim)
     if isinstance(score, str):
-        if score in PARAMETER_FREE:
-            return score
         return score_modules.make(score, query_dim=query_dim, key_dim=key_dim, hidden_dim=hidden_dim)
     if callable(score):
         return score
@@ -37,13 +37,25 @@ def check_input(name: str, x: object, *, dims: tuple[int, ...], width: int | Non
     return x
 
 
-def check_batch(query: Tensor, key: Tensor, value: Tensor) -> None:
-    """``query (B, L, .)``, ``key (B, S, .)`` and ``value (B, S, .)`` must agree on ``B`` and ``S``."""
+def check_inputs(
+    query: object, key: object, value: object, *, query_dim: int, key_dim: int, value_dim: int | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A layer's ``(query, key, value)``: ``key`` defaults to ``query`` and ``value`` to ``key``; each is checked.
+
+    ``query (B, L, query_dim)``, ``key (B, S, key_dim)``, ``value (B, S, value_dim)`` (any width when
+    ``value_dim`` is ``None``); errors name the argument (and say when it was defaulted).
+    """
+    query = check_input("query", query, dims=(3,), width=query_dim)
+    key = check_input("key" if key is not None else "key (defaulted to query)", query if key is None else key,
+                      dims=(3,), width=key_dim)
+    value = check_input("value" if value is not None else "value (defaulted to key)", key if value is None else value,
+                        dims=(3,), width=value_dim)
     if key.shape[0] != query.shape[0] or value.shape[:2] != key.shape[:2]:
         raise ValueError(
             f"query (B, L, Dq), key (B, S, Dk) and value (B, S, Dv) must agree on B and S: got "
             f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
         )
+    return query, key, value
 
 
 def with_output(out: AttentionOutput, output: Tensor) -> AttentionOutput:

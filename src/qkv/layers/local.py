@@ -19,7 +19,7 @@ from qkv.functional.checks import check_positive_int
 from qkv.functional.local import MODES, local_attention
 from qkv.functional.masks import MaskLike, as_mask
 from qkv.functional.output import AttentionOutput
-from qkv.layers.common import ScoreArg, build_score, check_batch, check_input, with_output
+from qkv.layers.common import ScoreArg, build_score, check_inputs, with_output
 
 __all__ = ["LocalAttention"]
 
@@ -39,8 +39,8 @@ class LocalAttention(nn.Module):
     def __init__(
         self,
         query_dim: int,
-        key_dim: int | None = None,
         *,
+        key_dim: int | None = None,
         mode: str = "local-p",
         window: int = 2,
         score: ScoreArg = "general",
@@ -81,10 +81,7 @@ class LocalAttention(nn.Module):
             steps: ``(B, L)`` or ``(L,)`` decoder step indices for local-m (default ``0..L-1``);
                 needed when decoding one step at a time.
         """
-        query = check_input("query", query, dims=(3,), width=self.query_dim)
-        key = query if key is None else check_input("key", key, dims=(3,), width=self.key_dim)
-        value = key if value is None else check_input("value", value, dims=(3,))
-        check_batch(query, key, value)
+        query, key, value = check_inputs(query, key, value, query_dim=self.query_dim, key_dim=self.key_dim)
         B, L, _ = query.shape
         S = key.shape[1]
         pos_dtype = torch.promote_types(query.dtype, torch.float32)  # positions stay exact in bf16/fp16 models
@@ -97,7 +94,7 @@ class LocalAttention(nn.Module):
         if self.mode == "local-m":
             if L == 1 and steps is None:
                 raise ValueError("local-m decoding one step at a time needs steps= (the decoder step index t)")
-            t = torch.arange(L, device=query.device) if steps is None else steps.to(query.device)
+            t = torch.arange(L, device=query.device) if steps is None else _check_steps(steps, B, L).to(query.device)
             position = torch.minimum(t.to(pos_dtype).expand(B, L), last)  # (B, L)
         else:
             position = last * torch.sigmoid(self.predictor(query).squeeze(-1)).to(pos_dtype)  # (B, L)
@@ -110,3 +107,12 @@ class LocalAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"query_dim={self.query_dim}, key_dim={self.key_dim}, mode={self.mode!r}, window={self.window}"
+
+
+def _check_steps(steps: object, B: int, L: int) -> Tensor:
+    """Decoder step indices: an integer tensor of shape ``(L,)`` or ``(B, L)``."""
+    ok = isinstance(steps, Tensor) and not steps.dtype.is_floating_point and steps.dtype != torch.bool
+    if not ok or tuple(steps.shape) not in ((L,), (B, L)):
+        got = (steps.dtype, tuple(steps.shape)) if isinstance(steps, Tensor) else type(steps).__name__
+        raise ValueError(f"steps must be an integer tensor of shape (L,) = ({L},) or (B, L) = ({B}, {L}), got {got}")
+    return steps

@@ -25,7 +25,7 @@ from qkv.functional.biases import BiasLike
 from qkv.functional.checks import check_dropout, check_flag, check_positive_int
 from qkv.functional.masks import MaskLike
 from qkv.functional.output import AttentionOutput
-from qkv.layers.common import ScoreArg, build_score, check_batch, check_input, with_output
+from qkv.layers.common import ScoreArg, build_score, check_inputs, with_output
 
 __all__ = ["MultiHeadAttention"]
 
@@ -112,10 +112,9 @@ class MultiHeadAttention(nn.Module):
         Returns:
             :class:`AttentionOutput` with ``output (B, L, E)`` and every other field of :func:`qkv.attend`.
         """
-        query = check_input("query", query, dims=(3,), width=self.query_dim)
-        key = query if key is None else check_input("key", key, dims=(3,), width=self.key_dim)
-        value = key if value is None else check_input("value", value, dims=(3,), width=self.value_dim)
-        check_batch(query, key, value)
+        query, key, value = check_inputs(
+            query, key, value, query_dim=self.query_dim, key_dim=self.key_dim, value_dim=self.value_dim
+        )
         q = rearrange(self.q_proj(query), "b l (h d) -> b h l d", h=self.num_heads)  # (B, H, L, d)
         k = rearrange(self.k_proj(key), "b s (h d) -> b h s d", h=self.num_kv_heads)  # (B, Hkv, S, d)
         v = rearrange(self.v_proj(value), "b s (h d) -> b h s d", h=self.num_kv_heads)  # (B, Hkv, S, d)

@@ -19,7 +19,7 @@ from qkv.functional import scores as F
 from qkv.functional.checks import check_positive_int
 from qkv.functional.scores import Cosine, Dot, ScaledDot
 
-__all__ = ["KINDS", "Additive", "Bilinear", "Cosine", "Dot", "ScaledDot", "make"]
+__all__ = ["NAMES", "Additive", "Bilinear", "Cosine", "Dot", "ScaledDot", "make"]
 
 
 class Bilinear(nn.Module):
@@ -49,13 +49,14 @@ class Additive(nn.Module):
         query_dim: width of q.
         key_dim: width of k (default ``query_dim``).
         hidden_dim: width ``A`` of the tanh layer (default ``key_dim``).
-        bias: learn a bias inside the tanh.
+        hidden_bias: learn a bias :math:`b` inside the tanh, :math:`v^\\top \\tanh(W x + U q + b)`.
     """
 
     kind = "additive"
 
     def __init__(
-        self, query_dim: int, key_dim: int | None = None, *, hidden_dim: int | None = None, bias: bool = False
+        self, query_dim: int, key_dim: int | None = None, *, hidden_dim: int | None = None,
+        hidden_bias: bool = False,
     ) -> None:
         super().__init__()
         query_dim = check_positive_int("query_dim", query_dim)
@@ -64,7 +65,7 @@ class Additive(nn.Module):
         self.w_q = nn.Parameter(torch.empty(hidden_dim, query_dim))
         self.w_k = nn.Parameter(torch.empty(hidden_dim, key_dim))
         self.v = nn.Parameter(torch.empty(hidden_dim))
-        self.bias = nn.Parameter(torch.zeros(hidden_dim)) if bias else None
+        self.hidden_bias = nn.Parameter(torch.zeros(hidden_dim)) if hidden_bias else None
         nn.init.xavier_uniform_(self.w_q)
         nn.init.xavier_uniform_(self.w_k)
         nn.init.uniform_(self.v, -1 / math.sqrt(hidden_dim), 1 / math.sqrt(hidden_dim))
@@ -74,15 +75,15 @@ class Additive(nn.Module):
         return self.v.shape[0]
 
     def additive_features(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        hq, hk = F.additive_projections(q, k, w_q=self.w_q, w_k=self.w_k, bias=self.bias)  # (..., L|S, A)
+        hq, hk = F.additive_projections(q, k, w_q=self.w_q, w_k=self.w_k, hidden_bias=self.hidden_bias)  # (..., L|S, A)
         return hq, hk, self.v
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
-        return F.additive(q, k, w_q=self.w_q, w_k=self.w_k, v=self.v, bias=self.bias)
+        return F.additive(q, k, w_q=self.w_q, w_k=self.w_k, v=self.v, hidden_bias=self.hidden_bias)
 
 
 #: Every score name :func:`make` accepts, mapped to the kind of score it builds.
-KINDS: dict[str, str] = {
+NAMES: dict[str, str] = {
     "dot": "dot",
     "scaled_dot": "scaled_dot",
     "cosine": "cosine",
@@ -100,9 +101,9 @@ def make(name: str, *, query_dim: int, key_dim: int | None = None, hidden_dim: i
     ``"general"`` is ``"bilinear"``; ``"concat"`` and ``"mlp"`` are ``"additive"`` (Luong's
     :math:`v^\\top \\tanh(W_a[q; x])` splits into :math:`W x + U q`).
     """
-    if name not in KINDS:
-        raise ValueError(f"score must be one of {sorted(KINDS)}, got {name!r}")
-    kind = KINDS[name]
+    if name not in NAMES:
+        raise ValueError(f"score must be one of {sorted(NAMES)}, got {name!r}")
+    kind = NAMES[name]
     if kind in F.PARAMETER_FREE:
         return F.PARAMETER_FREE[kind]()
     if kind == "bilinear":

@@ -96,9 +96,9 @@ class Seq2Seq(nn.Module):
         self.init_state = nn.Linear(H, H)
         self.decoder = nn.GRU(E + (H if c.input_feeding else 0), H, batch_first=True)
         if c.position == "global":
-            self.attention: nn.Module = Attention(H, H, score=c.score)
+            self.attention: nn.Module = Attention(H, key_dim=H, score=c.score)
         else:
-            self.attention = LocalAttention(H, H, mode=c.position, window=c.window, score=c.score)
+            self.attention = LocalAttention(H, key_dim=H, mode=c.position, window=c.window, score=c.score)
         self.combine = nn.Linear(2 * H, H, bias=False)  # W_c, eq. 5
         self.out = nn.Linear(H, tgt_vocab)  # W_s, eq. 6
         self.drop = nn.Dropout(c.dropout)

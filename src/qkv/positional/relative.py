@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv.functional.biases import Bias
+from qkv.functional.checks import check_positive_int
 from qkv.functional.masks import align_offset, check_align, relative_position
 
 __all__ = ["RelativeBias", "relative"]
@@ -62,7 +63,14 @@ class RelativeBias(Bias):
 
 
 def relative(table: Tensor | int, *, max_distance: int, align: str = "bottom_right") -> RelativeBias:
-    """A clipped relative-position bias; ``table`` is ``(H, 2R+1)`` or ``H`` (a zero-initialised Parameter)."""
+    """A clipped relative-position bias; ``table`` is ``(H, 2R+1)`` or ``H`` (a zero-initialised Parameter).
+
+    A table built here is an ``nn.Parameter`` that no module owns: register it on your module (or pass
+    a table you registered) so that your optimiser updates it.
+    """
+    if isinstance(max_distance, bool) or not isinstance(max_distance, int) or max_distance < 0:
+        raise ValueError(f"relative: max_distance must be an int >= 0, got {max_distance!r}")
     if not isinstance(table, Tensor):
+        check_positive_int("relative: num_heads (table)", table)
         table = nn.Parameter(torch.zeros(table, 2 * max_distance + 1))
     return RelativeBias(table, max_distance=max_distance, align=align)

@@ -39,14 +39,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from qkv.train.io import atomic_write_bytes, atomic_write_text
+from qkv.train.io import atomic_write_bytes
 
 __all__ = [
     "FORMAT",
     "VERSION",
     "CheckpointError",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "check_permutation",
     "flatten_optimizer_state",
     "load_checkpoint",

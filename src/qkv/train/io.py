@@ -6,26 +6,20 @@ sees the old or the new complete file (POSIX ``rename(2)`` is atomic within a fi
 
 ``tempfile.mkstemp`` creates its file with mode ``0600`` whatever the umask; a file written
 through it would stay private to its owner, so a shared report or checkpoint could not be
-read by anyone else. Before the rename the file gets the mode an ordinary ``open(path, "w")``
-would give it: ``0666`` minus the process's umask (issue 8, defect 7).
+read by anyone else (issue 8, defect 7). The temporary file is instead created with
+``os.open(..., 0o666)``, so the kernel applies the umask exactly as for ``open(path, "w")`` —
+without reading or changing the process-wide umask, which would race with other threads.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "current_umask", "save_json"]
-
-
-def current_umask() -> int:
-    """The process's file-creation mask (read without changing it for longer than one call)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+__all__ = ["atomic_write_bytes", "atomic_write_text", "save_json"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -37,12 +31,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode 0666 minus the umask
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
