@@ -3,7 +3,7 @@
 The core is :func:`attend` — score, mask, normalise, read — and the layers built on it.
 """
 
-from qkv import positional
+from qkv import memory, positional
 from qkv.functional import AttentionOutput, attend, masks
 from qkv.layers import Attention, LocalAttention, MultiHeadAttention, scores
 
@@ -14,6 +14,7 @@ __all__ = [
     "MultiHeadAttention",
     "attend",
     "masks",
+    "memory",
     "positional",
     "scores",
 ]

@@ -250,7 +250,7 @@ def test_gaussian_window_modifier_has_teeth():
 
 def test_no_keys_still_checks_the_backend():
     q, k, v = torch.randn(1, 3, 4), torch.randn(1, 0, 4), torch.randn(1, 0, 2)
-    with pytest.raises(ValueError, match="sdpa.*weights"):
+    with pytest.raises(ValueError, match=r"sdpa.*weights"):
         qkv.attend(q, k, v, return_weights=True, backend="sdpa")
     out = qkv.attend(q, k, v, return_weights=True)
     assert out.output.shape == (1, 3, 2) and out.weights.shape == (1, 3, 0) and torch.all(out.output == 0)
@@ -276,5 +276,5 @@ def test_non_finite_window_centres_are_rejected():
 def test_forced_tiled_refuses_a_closure_that_would_lose_gradients():
     w = torch.randn(4, 4, requires_grad=True)
     q = torch.randn(2, 3, 4, requires_grad=True)
-    with pytest.raises(ValueError, match="tiled.*captures tensors requiring grad"):
+    with pytest.raises(ValueError, match=r"tiled.*captures tensors requiring grad"):
         qkv.attend(q, q, q, score=lambda a, b: a @ w @ b.transpose(-1, -2), backend="tiled")

@@ -353,6 +353,7 @@ def test_float32_and_bfloat16_run_close_to_naive():
         torch.testing.assert_close(a.float(), b, atol=tol, rtol=tol)
 
 
+@pytest.mark.slow  # compiles the additive tile functions (torch.compile)
 def test_compiled_additive_tiles_match_naive(monkeypatch):
     """The torch.compile'd additive tile functions (used for large float32 problems), ragged tiles padded."""
     monkeypatch.setenv("QKV_COMPILE_TILES", "1")

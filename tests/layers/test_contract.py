@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import qkv
-from qkv import layers
+from qkv import layers, memory
 from qkv.functional.normalize import Sample
 
 B, L, S, D = 2, 5, 6, 8
@@ -28,16 +28,19 @@ FACTORIES = {
     "LocalAttention-p": lambda: qkv.LocalAttention(D, mode="local-p", window=S),
     "MultiHeadAttention": lambda: qkv.MultiHeadAttention(D, 2),
     "MultiHeadAttention-gqa": lambda: qkv.MultiHeadAttention(D, 4, num_kv_heads=2, score="cosine"),
+    "Hopfield": lambda: memory.Hopfield(D, num_heads=2),
+    "Hopfield-learned-beta": lambda: memory.Hopfield(D, learn_beta=True),
+    "Hopfield-memory": lambda: memory.Hopfield(D, projections=False, beta=2.0),
 }
 
 
 def test_every_public_layer_has_a_factory_and_the_convention():
     built = {type(f()) for f in FACTORIES.values()}
-    assert built == set(layers.ATTENTION_LAYERS)
+    assert built == set(layers.ATTENTION_LAYERS) | set(memory.ATTENTION_LAYERS)
     public = {getattr(layers, n) for n in layers.__all__}
     modules = {c for c in public if inspect.isclass(c) and issubclass(c, nn.Module)}
     assert modules == set(layers.ATTENTION_LAYERS), "a public attention layer is missing from ATTENTION_LAYERS"
-    for cls in layers.ATTENTION_LAYERS:
+    for cls in (*layers.ATTENTION_LAYERS, *memory.ATTENTION_LAYERS):
         params = inspect.signature(cls.forward).parameters
         assert list(params)[:4] == ["self", "query", "key", "value"], cls
         for name in ("mask", "bias", "return_weights"):
