@@ -68,7 +68,7 @@ def test_list_and_print_config(capsys):
     assert "target: min_exact_match_global >= 0.99" in capsys.readouterr().out
     assert main(["run", "seq2seq-attention", "--quick", "--print-config", "--set", "train.lr=0.01"]) == 0
     cfg = json.loads(capsys.readouterr().out)
-    assert cfg["train"]["lr"] == 0.01 and cfg["train"]["max_steps"] == 600  # the quick settings' steps
+    assert cfg["train"]["lr"] == 0.01 and cfg["train"]["max_steps"] == 400  # the quick settings' steps
 
 
 def test_run_report_and_runtime_errors(tmp_path, capsys):

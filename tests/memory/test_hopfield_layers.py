@@ -83,6 +83,42 @@ def test_pooling_equals_equation_11_and_lookup_equation_12():
     torch.testing.assert_close(look(r).output, ref)
 
 
+def test_lookup_with_projections_equals_equation_12():
+    """Z = softmax(beta R W_Q (Y_K W_K)^T) (Y_V W_V), then W_O: learned patterns and values through the projections."""
+    torch.manual_seed(0)
+    look = HopfieldLayer(D, 7, value_dim=5, hidden_dim=6, output_dim=3, num_heads=2, beta=0.8).double()
+    r = _rand(B, L, D, seed=2)
+    keys, values = look.patterns.expand(B, -1, -1), look.values.expand(B, -1, -1)  # (B, S, Dk), (B, S, Dv)
+    torch.testing.assert_close(look(r).output, _eq10(look.hopfield, r, keys, values))
+    out = look(r, return_weights=True)
+    assert out.output.shape == (B, L, 3) and out.weights.shape == (B, 2, L, 7)
+
+
+def test_pure_lookup_values_default_to_the_stored_patterns():
+    """projections=False, no values: an auto-associative memory that returns the stored patterns themselves."""
+    x = qkv.memory.hopfield.classical.threshold(_rand(12, 32, seed=5))  # (S, D) of +-1
+    look = HopfieldLayer(32, 12, patterns=x, projections=False, beta=1.0).double()
+    assert look.values is None and [n for n, _ in look.named_parameters()] == ["patterns"]
+    noisy = x.clone()
+    noisy[:, :5] *= -1
+    out = look(noisy[None]).output[0]  # (S, D)
+    assert torch.equal(torch.sign(out), x)
+    torch.testing.assert_close(out, modern.update(noisy, x, beta=1.0))
+    # with projections the values stay separate learned parameters
+    assert HopfieldLayer(32, 12, patterns=x).values is not None
+
+
+def test_pure_memory_needs_beta_and_one_head():
+    with pytest.raises(ValueError, match="beta"):
+        Hopfield(D, projections=False)  # 1/sqrt(D) would give metastable averages
+    with pytest.raises(ValueError, match="beta"):
+        HopfieldLayer(D, 3, projections=False)
+    with pytest.raises(ValueError, match="num_heads"):
+        Hopfield(D, projections=False, num_heads=2, beta=1.0)  # heads would split each pattern
+    learned = Hopfield(D, projections=False, learn_beta=True)  # a learned beta only starts at 1/sqrt(D)
+    assert float(learned.beta.detach()) == pytest.approx(D**-0.5)
+
+
 def test_pure_lookup_retrieves_stored_prototypes():
     protos = qkv.memory.hopfield.classical.threshold(_rand(10, 32, seed=4))
     look = HopfieldLayer(32, 10, patterns=protos, values=torch.eye(10, dtype=torch.float64), projections=False,
@@ -182,6 +218,9 @@ def test_errors_name_the_argument(layer):
 def test_constructor_errors_name_the_option():
     with pytest.raises(ValueError, match="beta"):
         Hopfield(D, beta=-1.0)
+    with pytest.raises(TypeError, match="beta") as info:
+        Hopfield(D, beta="2")  # type: ignore[arg-type]
+    assert "or None" not in str(info.value)
     with pytest.raises(ValueError, match="num_heads"):
         Hopfield(D, num_heads=3)
     with pytest.raises(ValueError, match="key_dim"):

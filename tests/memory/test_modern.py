@@ -100,3 +100,33 @@ def test_errors_name_the_argument():
         modern.energy(torch.randn(2, 4), x.long(), beta=1.0)
     with pytest.raises(ValueError, match="steps"):
         modern.retrieve(torch.randn(2, 4), x, beta=1.0, steps=0)
+
+
+def test_more_errors_name_the_argument():
+    x = torch.randn(5, 4)
+    for bad in (-1.0, float("nan"), float("inf"), "0.1"):
+        with pytest.raises((ValueError, TypeError), match="tol"):
+            modern.retrieve(torch.randn(2, 4), x, beta=1.0, steps=3, tol=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="values"):
+        modern.update(torch.randn(2, 4), x, beta=1.0, values=torch.randn(4, 3))  # 4 rows for 5 patterns
+    with pytest.raises(ValueError, match="patterns"):
+        modern.energy(torch.randn(2, 4), torch.randn(0, 4), beta=1.0)  # log N needs N >= 1
+    for bad in (None, 0, -2.0, float("inf"), 10**400):
+        with pytest.raises((ValueError, TypeError), match="beta") as info:
+            modern.update(torch.randn(2, 4), x, beta=bad)  # type: ignore[arg-type]
+        assert "or None" not in str(info.value)
+    assert modern.check_beta(2) == 2.0
+
+
+def test_energy_is_finite_and_right_for_huge_beta():
+    """beta * scores overflows for beta = 1e300; the shifted lse does not: E -> -max z + 1/2 xi.xi + 1/2 M^2."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    xi = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    for dtype in (torch.float64, torch.float32):
+        e = modern.energy(xi.to(dtype), x.to(dtype), beta=1e300)
+        assert torch.isfinite(e).all()
+        limit = -(xi @ x.T).amax(-1) + 0.5 * (xi * xi).sum(-1) + 0.5 * x.norm(dim=-1).max() ** 2
+        torch.testing.assert_close(e.double(), limit, rtol=1e-5, atol=1e-5)
+    # and it still matches eq. 2 where the naive formula does not overflow
+    torch.testing.assert_close(modern.energy(xi, x, beta=50.0)[0], _paper_energy(xi[0], x.T, 50.0))

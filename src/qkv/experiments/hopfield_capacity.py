@@ -16,8 +16,15 @@ finite networks smear the jump.
 
 Exercise 8-6 is drawn too (:func:`energy_traces`): the energy of random networks under asynchronous
 updates (never increasing) and the period-2 oscillation of synchronous updates
-(:func:`qkv.memory.hopfield.classical.period_two_example`). No training: the numbers are measurements.
+(:func:`qkv.memory.hopfield.classical.period_two_example`). They are shown in the figure and the notes,
+not checked as targets: the 2-neuron cycle is a fixed example, and the count of energy increases along
+asynchronous updates is a theorem (it is measured, and property-tested in ``tests/memory``). No training:
+the numbers are measurements. Besides ``m``, each cell records the fraction of probes that settled (fixed
+point or 2-cycle) within ``max_steps`` and the steps taken.
 The reference numbers of issue 12 (a direct simulation at N = 2000): m = 0.976 at alpha = 0.14, 0.62 at 0.16.
+
+Shape legend: ``N`` neurons, ``P = round(alpha N)`` stored patterns ``(P, N)``, ``B = min(P, max_probes)``
+probes ``(B, N)`` (the first ``B`` stored patterns).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import torch
 
 from qkv.experiments.base import Experiment, ExperimentResult, Figure, RunContext, Table, Target
 from qkv.experiments.registry import register
-from qkv.memory.hopfield.classical import ClassicalHopfield, period_two_example, update_neuron
+from qkv.memory.hopfield.classical import ClassicalHopfield, overlap, period_two_example, update_neuron
 from qkv.tasks.corruption import random_patterns
 from qkv.viz.mpl import pyplot
 
@@ -106,7 +113,7 @@ def measure_overlap(n: int, alpha: float, *, seed: int, max_probes: int, dynamic
     net = ClassicalHopfield.store(patterns)
     probes = patterns[: min(p, max_probes)]  # (B, N): the patterns are random, the first B are a fair sample
     out = net.run(probes, mode=dynamics, max_steps=max_steps, generator=gen)  # type: ignore[arg-type]
-    m = (out.states * probes).mean(-1)  # (B,)
+    m = overlap(out.states, probes).diagonal()  # (B,): each probe's overlap with its own pattern
     return {"m": float(m.mean()), "retrieved": float((m >= 0.9).float().mean()), "steps": out.steps,
             "settled": float((out.converged | out.cycled).float().mean())}
 
@@ -169,9 +176,6 @@ class HopfieldCapacity(Experiment):
         Target("m_at_0.14", ">=", 0.9, "largest N at alpha = 0.14: issue 12's simulation gave 0.976 at N = 2000"),
         Target("m_at_0.16", "<=", 0.75, "largest N at alpha = 0.16: issue 12's simulation gave 0.62 at N = 2000"),
         Target("alpha_half", ">=", 0.12, "load where m falls below 0.8 (largest N): near alpha_c = 0.138"),
-        Target("alpha_half_upper", "<=", 0.18, "the same load, from above"),
-        Target("energy_increases", "<=", 0, "exercise 8-6: asynchronous updates never increase the energy"),
-        Target("sync_period_two", ">=", 1, "exercise 8-6: a synchronous 2-cycle exists (the example oscillates)"),
     )
     quick_overrides: ClassVar[dict[str, Any]] = {
         "sizes": (250, 500), "alphas": (0.06, 0.08, 0.10, 0.12, 0.14, 0.16, 0.18, 0.20, 0.22), "seeds": 2,
@@ -180,43 +184,65 @@ class HopfieldCapacity(Experiment):
     quick_targets = (
         Target("m_at_0.10", ">=", 0.95, "N = 500: stored patterns are stable well below alpha_c"),
         Target("m_at_0.20", "<=", 0.8, "N = 500: retrieval has broken down above alpha_c"),
-        Target("energy_increases", "<=", 0, "exercise 8-6: asynchronous updates never increase the energy"),
-        Target("sync_period_two", ">=", 1, "exercise 8-6: the synchronous example oscillates with period 2"),
     )
 
     def run(self, config: HopfieldCapacityConfig, ctx: RunContext) -> ExperimentResult:
         alphas = sorted(config.alphas)
         curves: dict[str, dict[str, list[float]]] = {}
         for n in sorted(config.sizes):
-            ms, retrieved = [], []
+            curve: dict[str, list[float]] = {"m": [], "retrieved": [], "settled": [], "steps": [], "m_per_net": []}
             for alpha in alphas:
                 cells = [measure_overlap(n, alpha, seed=ctx.seed * 1000 + s, max_probes=config.max_probes,
                                          dynamics=config.dynamics, max_steps=config.max_steps)
                          for s in range(config.seeds)]
-                ms.append(sum(c["m"] for c in cells) / len(cells))
-                retrieved.append(sum(c["retrieved"] for c in cells) / len(cells))
-                ctx.log(f"N={n} alpha={alpha:.2f} m={ms[-1]:.3f} retrieved={retrieved[-1]:.2f}")
-            curves[str(n)] = {"m": ms, "retrieved": retrieved}
+                for key in ("m", "retrieved", "settled", "steps"):
+                    curve[key].append(sum(c[key] for c in cells) / len(cells))
+                curve["m_per_net"].append([c["m"] for c in cells])
+                ctx.log(f"N={n} alpha={alpha:.2f} m={curve['m'][-1]:.3f} retrieved={curve['retrieved'][-1]:.2f} "
+                        f"settled={curve['settled'][-1]:.2f} steps={curve['steps'][-1]:.1f}")
+            curves[str(n)] = curve
         theory = [ags_overlap(a) for a in alphas]
         traces = energy_traces(seed=ctx.seed)
         ctx.save_json("capacity.json", {"alphas": alphas, "curves": curves, "theory": theory,
                                         "alpha_c": ags_alpha_c(), "energy": traces, "dynamics": config.dynamics,
-                                        "seeds": config.seeds})
+                                        "seeds": config.seeds, "max_steps": config.max_steps})
         n_max = str(max(config.sizes))
         m_big = curves[n_max]["m"]
         metrics = {f"m_at_{a:.2f}": _interp(alphas, m_big, a) for a in (0.10, 0.14, 0.16, 0.20)
                    if alphas[0] <= a <= alphas[-1]}
-        half = crossing(alphas, m_big, 0.8)
-        metrics.update({"alpha_half": half, "alpha_half_upper": half, "alpha_c_theory": ags_alpha_c(),
+        for a in (0.14, 0.16):
+            if a in alphas:
+                i = alphas.index(a)
+                metrics[f"settled_at_{a:.2f}"] = curves[n_max]["settled"][i]
+                metrics[f"steps_at_{a:.2f}"] = curves[n_max]["steps"][i]
+        metrics.update({"alpha_half": crossing(alphas, m_big, 0.8), "alpha_c_theory": ags_alpha_c(),
+                        "settled_min": min(min(c["settled"]) for c in curves.values()),
+                        "steps_max": max(max(c["steps"]) for c in curves.values()),
                         "energy_increases": traces["increases"], "sync_period_two": int(traces["sync_cycled"])})
-        rows = [[a, *(curves[str(n)]["m"][i] for n in sorted(config.sizes)), theory[i]] for i, a in enumerate(alphas)]
+        sizes = sorted(config.sizes)
+        rows = [[a, *(curves[str(n)]["m"][i] for n in sizes), theory[i]] for i, a in enumerate(alphas)]
         table = Table(f"overlap m after {config.dynamics} updates from a stored pattern (mean over {config.seeds} "
                       "networks and the probed patterns)",
-                      ["alpha", *(f"N={n}" for n in sorted(config.sizes)), "theory (AGS)"], rows)
-        return ExperimentResult(metrics=metrics, tables=[table], notes=[
+                      ["alpha", *(f"N={n}" for n in sizes), "theory (AGS)"], rows)
+        settle = Table(f"probes settled (fixed point or 2-cycle) within {config.max_steps} {config.dynamics} steps, "
+                       "and steps taken (mean over networks of the steps until every probe settled)",
+                       ["alpha", *(f"settled N={n}" for n in sizes), *(f"steps N={n}" for n in sizes)],
+                       [[a, *(curves[str(n)]["settled"][i] for n in sizes),
+                         *(curves[str(n)]["steps"][i] for n in sizes)] for i, a in enumerate(alphas)])
+        per_net = Table(f"m per network at N = {n_max}", ["alpha", *(f"net {s}" for s in range(config.seeds))],
+                        [[a, *curves[n_max]["m_per_net"][i]] for i, a in enumerate(alphas)])
+        return ExperimentResult(metrics=metrics, tables=[table, settle, per_net], notes=[
             f"Theory: the retrieval state exists up to alpha_c = {ags_alpha_c():.4f} (Amit, Gutfreund and "
             "Sompolinsky); finite networks smear the jump.",
-            "Issue 12's reference (direct simulation, N = 2000): m = 0.976 at alpha = 0.14, 0.62 at 0.16.",
+            "Issue 12's reference (direct simulation, N = 2000): m = 0.976 at alpha = 0.14, 0.62 at 0.16. "
+            "alpha = 0.14 lies just above alpha_c, where a finite network's m depends on the network (see the "
+            "per-network table), on which patterns are probed and on how long it runs: the first steps from a "
+            "stored pattern lose little, the drift away builds up over later steps.",
+            f"Exercise 8-6 (figure, not a target): {traces['increases']} energy increases over "
+            f"{len(traces['async'][0]) - 1} single-neuron updates of {len(traces['async'])} random probes; the "
+            "2-neuron antiferromagnet under synchronous updates "
+            f"{'cycles with period 2' if traces['sync_cycled'] else 'does NOT cycle'} "
+            f"at E = {traces['sync_energy'][0]:+.0f}.",
         ])
 
     def figures(self, run_dir: Path, config: HopfieldCapacityConfig) -> list[Figure]:

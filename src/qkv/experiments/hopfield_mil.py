@@ -9,6 +9,9 @@ Hopfield update, learned :math:`\\beta`), and a linear read-out; only bag labels
 Measured on held-out bags: accuracy, and where the pooling looks — the fraction of positive bags whose
 most-attended instance is a 9 (nothing in training says which instance is the 9). The figure shows test
 bags with the pooling weight over their instances.
+
+Shape legend: ``B`` bags, ``S`` instances per bag (padded to ``max_size``), ``F = 64`` pixels, ``H`` heads
+of the pooling; the pooling weights are ``(B, H, 1, S)``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 
 from qkv.experiments.base import Experiment, ExperimentResult, Figure, RunContext, Table, Target
 from qkv.experiments.registry import register
+from qkv.experiments.seq2seq_common import model_device
 from qkv.models.hopfield_mil import HopfieldMIL
 from qkv.tasks.digit_bags import DigitBags, make_bags
 from qkv.tasks.digits import load_digits
@@ -91,12 +95,15 @@ def _loss(model: HopfieldMIL, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _measure(model: HopfieldMIL, bags: DigitBags, target: int) -> dict[str, float]:
+    """Held-out metrics; the bags (built on the CPU) go to the model's device, the results come back."""
+    device = model_device(model)
     model.eval()
     with torch.no_grad():
-        logits, pooled = model(bags.instances, bags.keep, return_weights=True)
+        logits, pooled = model(bags.instances.to(device), bags.keep.to(device), return_weights=True)
     model.train()
+    logits, weights = logits.cpu(), pooled.weights.cpu()
     acc = float(((logits > 0).float() == bags.labels).float().mean())
-    w = pooled.weights.mean(1)[:, 0]  # (B, S): weights averaged over heads
+    w = weights.mean(1)[:, 0]  # (B, S): weights averaged over heads
     pos = bags.labels == 1
     top = w.argmax(-1)  # (B,)
     hit = bags.instance_labels[torch.arange(len(top)), top] == target

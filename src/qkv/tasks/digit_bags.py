@@ -1,6 +1,7 @@
 """Multiple-instance learning on bags of digits: a bag is positive when it holds a given digit.
 
-Shape legend: ``B`` bags, ``S`` instances per bag (padded to the longest), ``F = 64`` features (pixels).
+Shape legend: ``B`` bags, ``S = max_size`` instance slots per bag (every bag is padded to ``max_size``,
+not to the longest bag), ``F = 64`` features (pixels).
 
 The MIL-MNIST setting of Ilse, Tomczak and Welling (2018, "Attention-based deep multiple instance
 learning") with scikit-learn's 8x8 digits (:mod:`qkv.tasks.digits`): each bag holds ``min_size`` to

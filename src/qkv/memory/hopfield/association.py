@@ -17,8 +17,9 @@ learnable :math:`\\beta` multiplies the queries instead (the same scores, differ
 ``projections=False`` removes every projection: the layer is then a pure associative memory,
 ``Hopfield(D, projections=False, beta=8.0)(probes, stored).output`` is eq. 3 applied to ``probes``
 with ``stored`` as :math:`X` — store these patterns, retrieve from this probe, nothing to train.
-The default :math:`\\beta = 1/\\sqrt{d}` is the transformer's; for retrieval of similar patterns
-choose a larger one (see :mod:`qkv.memory.hopfield.modern`, metastable states).
+There ``beta`` must be given (unless learned) and ``num_heads`` is 1: the transformer's default
+:math:`\\beta = 1/\\sqrt{d}` (kept with projections) gives metastable averages of similar patterns
+rather than the patterns (see :mod:`qkv.memory.hopfield.modern`, metastable states).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from qkv.functional.biases import BiasLike
 from qkv.functional.checks import check_dropout, check_flag, check_positive_int
 from qkv.functional.masks import MaskLike
 from qkv.functional.output import AttentionOutput
-from qkv.functional.scores import check_scale
 from qkv.layers.common import check_inputs, with_output
+from qkv.memory.hopfield.modern import check_beta
 
 __all__ = ["Hopfield"]
 
@@ -49,8 +50,9 @@ class Hopfield(nn.Module):
         value_dim: width ``Dv`` of the pattern projections (``value``; default ``Dk``).
         hidden_dim: width ``H * d`` of the association space (default ``Dq``).
         output_dim: width ``E`` of the output (default ``Dq``).
-        num_heads: heads ``H``; must divide ``hidden_dim``.
-        beta: the inverse temperature :math:`\\beta > 0` (default ``1/sqrt(d)``).
+        num_heads: heads ``H``; must divide ``hidden_dim``; 1 without projections.
+        beta: the inverse temperature :math:`\\beta > 0` (default ``1/sqrt(d)`` with projections; required
+            without them unless ``learn_beta``, where ``1/sqrt(D)`` is only the starting value).
         learn_beta: make :math:`\\beta` a parameter (learned as its logarithm, so it stays positive).
         projections: learn :math:`W_Q, W_K, W_V` and an output projection; ``False`` = a pure
             associative memory (requires ``Dq == Dk``; the output is the values' width).
@@ -91,7 +93,6 @@ class Hopfield(nn.Module):
             self.k_proj = nn.Linear(self.key_dim, self.hidden_dim, bias=proj_bias)
             self.v_proj = nn.Linear(self.value_dim, self.hidden_dim, bias=proj_bias)
             self.out_proj = nn.Linear(self.hidden_dim, self.output_dim, bias=proj_bias)
-            value_width = self.hidden_dim
         else:
             if self.key_dim != self.query_dim:
                 raise ValueError(
@@ -101,16 +102,18 @@ class Hopfield(nn.Module):
             for name, given in (("hidden_dim", hidden_dim), ("output_dim", output_dim)):
                 if given is not None:
                     raise ValueError(f"{name} needs projections=True, got {name}={given!r}")
+            if self.num_heads != 1:  # heads would split the patterns' components: not eq. 3 any more
+                raise ValueError(f"num_heads must be 1 when projections=False (a pure associative memory "
+                                 f"retrieves whole patterns), got num_heads={self.num_heads}")
+            if beta is None and not learn_beta:
+                raise ValueError(
+                    "beta must be given when projections=False (a pure associative memory): the transformer's "
+                    "1/sqrt(D) gives metastable averages of similar patterns; choose beta * separation >> log N "
+                    "(see qkv.memory.hopfield.modern)"
+                )
             self.hidden_dim, self.output_dim = self.query_dim, self.value_dim
-            value_width = self.value_dim
-        for name, width in (("hidden_dim", self.hidden_dim), ("value_dim", value_width)):
-            if width % self.num_heads:
-                raise ValueError(f"num_heads ({self.num_heads}) must divide {name} ({width})")
         self.head_dim = self.hidden_dim // self.num_heads
-        b = check_scale(beta, name="beta")
-        if b is not None and b <= 0:
-            raise ValueError(f"beta must be a positive finite number, got {beta!r}")
-        b = 1.0 / math.sqrt(self.head_dim) if b is None else b
+        b = 1.0 / math.sqrt(self.head_dim) if beta is None else check_beta(beta)
         if learn_beta:
             self.log_beta = nn.Parameter(torch.tensor(math.log(b)))
             self.fixed_beta: float | None = None

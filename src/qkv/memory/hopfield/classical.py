@@ -69,6 +69,11 @@ def _check_patterns(patterns: object, name: str = "patterns") -> Tensor:
     return patterns
 
 
+def _check_mode(mode: object) -> None:
+    if mode not in ("sync", "async"):
+        raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}")
+
+
 def _check_states(states: object, n: int, name: str = "states") -> Tensor:
     if not isinstance(states, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (B, N) or (N,), got {type(states).__name__}")
@@ -181,7 +186,8 @@ def async_sweep(states: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     Args:
         states: ``(B, N)``; not modified (a copy is updated and returned).
         weight, bias: ``(N, N)`` and ``(N,)`` (or None).
-        generator: the source of the update orders (seed it for reproducible runs).
+        generator: the source of the update orders (seed it for reproducible runs): the orders are
+            ``torch.rand(B, N, generator=generator).argsort(-1)`` (drawn on the CPU), row ``b`` probe ``b``'s.
 
     Returns:
         ``(B, N)`` the states after the sweep.
@@ -228,22 +234,31 @@ class ClassicalHopfield:
         out.states, out.converged, net.energy(out.states)
 
     Args:
-        weight: ``(N, N)`` symmetric weights.
+        weight: ``(N, N)`` symmetric weights with a non-negative diagonal (a negative :math:`w_{ii}` is
+            rejected: asynchronous updates could then raise the energy).
         bias: ``(N,)`` biases (default zeros).
+
+    Every method takes ``(B, N)`` probes or one ``(N,)`` state and answers in the same form: one state
+    gives ``(N,)`` states, ``()`` energies and flags (as the module functions do for one state).
     """
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None) -> None:
-        if not isinstance(weight, Tensor) or weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
-            got = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-            raise ValueError(f"weight must be a square (N, N) tensor, got {got}")
+        if not isinstance(weight, Tensor):
+            raise TypeError(f"weight must be a torch.Tensor (N, N), got {type(weight).__name__}")
+        if weight.dim() != 2 or weight.shape[0] != weight.shape[1]:
+            raise ValueError(f"weight must be a square (N, N) tensor, got {tuple(weight.shape)}")
         if not weight.dtype.is_floating_point:
             raise TypeError(f"weight must be floating point, got dtype {weight.dtype}")
         if not torch.allclose(weight, weight.T):
             raise ValueError("weight must be symmetric (w_ij = w_ji): the energy argument needs it")
+        if bool((weight.diagonal() < 0).any()):
+            raise ValueError("weight must have a non-negative diagonal (w_ii >= 0): the energy-descent argument "
+                             f"of exercise 8-6 needs it, got min w_ii = {float(weight.diagonal().min()):.4g}")
         n = weight.shape[0]
-        if bias is not None and (not isinstance(bias, Tensor) or tuple(bias.shape) != (n,)):
-            got = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
-            raise ValueError(f"bias must have shape ({n},), got {got}")
+        if bias is not None and not isinstance(bias, Tensor):
+            raise TypeError(f"bias must be a torch.Tensor ({n},) or None, got {type(bias).__name__}")
+        if bias is not None and tuple(bias.shape) != (n,):
+            raise ValueError(f"bias must have shape ({n},), got {tuple(bias.shape)}")
         self.weight = weight
         self.bias = bias
 
@@ -266,59 +281,69 @@ class ClassicalHopfield:
     def num_neurons(self) -> int:
         return self.weight.shape[0]
 
-    def _batch(self, states: Tensor) -> Tensor:
+    def _batch(self, states: Tensor) -> tuple[Tensor, bool]:
+        """``(B, N)`` states in the weights' dtype, and whether the input was one ``(N,)`` state."""
         s = _check_states(states, self.num_neurons)
-        return s.to(self.weight.dtype).reshape(-1, self.num_neurons)  # (B, N)
+        return s.to(self.weight.dtype).reshape(-1, self.num_neurons), s.dim() == 1  # (B, N)
 
     def energy(self, states: Tensor) -> Tensor:
-        """:math:`E = -\\tfrac12 s^\\top W s - b^\\top s`, ``(B,)``."""
-        return energy(self._batch(states), self.weight, self.bias)
+        """:math:`E = -\\tfrac12 s^\\top W s - b^\\top s`: ``(B, N)`` -> ``(B,)``, ``(N,)`` -> ``()``."""
+        s, single = self._batch(states)
+        e = energy(s, self.weight, self.bias)  # (B,)
+        return e[0] if single else e
 
     def step(self, states: Tensor, *, mode: Mode = "async", generator: torch.Generator | None = None) -> Tensor:
-        """One synchronous step or one asynchronous sweep of ``states (B, N)``."""
-        s = self._batch(states)
-        if mode == "sync":
-            return sync_step(s, self.weight, self.bias)
-        if mode == "async":
-            return async_sweep(s, self.weight, self.bias, generator=generator)
-        raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}")
+        """One synchronous step or one asynchronous sweep: ``(B, N)`` -> ``(B, N)``, ``(N,)`` -> ``(N,)``."""
+        _check_mode(mode)
+        s, single = self._batch(states)
+        new = sync_step(s, self.weight, self.bias) if mode == "sync" else async_sweep(
+            s, self.weight, self.bias, generator=generator)
+        return new[0] if single else new
 
     def is_fixed_point(self, states: Tensor) -> Tensor:
-        """``(B,)`` True where no neuron would change under any update: :math:`\\mathrm{sgn}(Ws + b) = s`."""
-        s = self._batch(states)
-        return torch.all(sync_step(s, self.weight, self.bias) == s, dim=-1)
+        """True where no neuron would change under any update, :math:`\\mathrm{sgn}(Ws + b) = s`: ``(B,)`` (``()``)."""
+        s, single = self._batch(states)
+        fixed = torch.all(sync_step(s, self.weight, self.bias) == s, dim=-1)  # (B,)
+        return fixed[0] if single else fixed
 
     def run(self, states: Tensor, *, mode: Mode = "async", max_steps: int = 100,
             generator: torch.Generator | None = None) -> HopfieldRun:
         """Update ``states (B, N)`` until every probe settles or ``max_steps`` updates are done.
 
         A probe settles at a fixed point, or (synchronous updates only) in a period-2 cycle,
-        :math:`s(t) = s(t - 2) \ne s(t - 1)` (Goles-Chacc et al. 1985: the only other limit of symmetric
+        :math:`s(t) = s(t - 2) \\ne s(t - 1)` (Goles-Chacc et al. 1985: the only other limit of symmetric
         synchronous dynamics).
 
         Args:
-            states: ``(B, N)`` or ``(N,)`` probes of ±1 (0 for unknown neurons).
+            states: ``(B, N)`` or ``(N,)`` probes of ±1 (0 for unknown neurons); for one ``(N,)`` state the
+                result holds ``(N,)`` states, ``()`` flags and ``(steps + 1,)`` energies.
             mode: ``"async"`` (random order per probe and sweep) or ``"sync"`` (all neurons at once).
             max_steps: the most sweeps (``"async"``) or steps (``"sync"``).
             generator: the update orders' source for ``"async"``.
+
+        ``mode`` and ``max_steps`` are checked before anything runs (also when no update is needed).
         """
+        _check_mode(mode)
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
             raise ValueError(f"max_steps must be a non-negative int, got {max_steps!r}")
-        s = self._batch(states)
-        energies = [self.energy(s)]
+        s, single = self._batch(states)
+        energies = [energy(s, self.weight, self.bias)]
         fixed = self.is_fixed_point(s)
         cycled = torch.zeros_like(fixed)
         before = None  # the state two steps back (sync only)
         steps = 0
         while steps < max_steps and not bool((fixed | cycled).all()):
             new = self.step(s, mode=mode, generator=generator)
-            energies.append(self.energy(new))
+            energies.append(energy(new, self.weight, self.bias))
             steps += 1
             fixed = self.is_fixed_point(new)
             if mode == "sync" and before is not None:
                 cycled = ~fixed & torch.all(new == before, dim=-1)
             before, s = s, new
-        return HopfieldRun(states=s, steps=steps, converged=fixed, cycled=cycled, energies=torch.stack(energies))
+        e = torch.stack(energies)  # (steps + 1, B)
+        if single:
+            return HopfieldRun(states=s[0], steps=steps, converged=fixed[0], cycled=cycled[0], energies=e[:, 0])
+        return HopfieldRun(states=s, steps=steps, converged=fixed, cycled=cycled, energies=e)
 
 
 def period_two_example() -> tuple[ClassicalHopfield, Tensor]:

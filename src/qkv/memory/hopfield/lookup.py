@@ -40,7 +40,11 @@ class HopfieldLayer(nn.Module):
         value_dim: width of the learned pattern projections (default: that of ``values`` if given, else
             ``key_dim``).
         patterns: optional ``(S, Dk)`` initial stored patterns (e.g. known prototypes); default random.
-        values: optional ``(S, Dv)`` initial pattern projections; default random.
+        values: optional ``(S, Dv)`` initial pattern projections; default random — except with
+            ``projections=False`` and neither ``values`` nor ``value_dim`` given, where the values *are*
+            the stored patterns (one parameter, ``values`` is None): a pure auto-associative memory,
+            ``HopfieldLayer(D, P, patterns=X, projections=False, beta=...)`` retrieves the rows of ``X``
+            (eq. 3 with :math:`X` as keys and values).
         **options: keyword options of :class:`Hopfield` (``hidden_dim``, ``output_dim``, ``num_heads``,
             ``beta``, ``learn_beta``, ``projections``, ``proj_bias``, ``dropout``).
     """
@@ -54,13 +58,15 @@ class HopfieldLayer(nn.Module):
         if key_dim is None:  # default: the given patterns' width, else the input's
             key_dim = patterns.shape[-1] if isinstance(patterns, Tensor) else query_dim
         key_dim = check_positive_int("key_dim", key_dim)
+        tied = values is None and value_dim is None and options.get("projections", True) is False
         if value_dim is None:  # default: the given values' width, else the patterns'
             value_dim = values.shape[-1] if isinstance(values, Tensor) else key_dim
         value_dim = check_positive_int("value_dim", value_dim)
         self.hopfield = Hopfield(query_dim, key_dim=key_dim, value_dim=value_dim, **options)  # type: ignore[arg-type]
         self.num_heads = self.hopfield.num_heads
         self.patterns = nn.Parameter(self._initial("patterns", patterns, (self.num_patterns, key_dim)))  # (S, Dk)
-        self.values = nn.Parameter(self._initial("values", values, (self.num_patterns, value_dim)))  # (S, Dv)
+        self.values: nn.Parameter | None = None if tied else nn.Parameter(
+            self._initial("values", values, (self.num_patterns, value_dim)))  # (S, Dv); None: the patterns
 
     @staticmethod
     def _initial(name: str, given: Tensor | None, shape: tuple[int, int]) -> Tensor:
@@ -93,8 +99,9 @@ class HopfieldLayer(nn.Module):
         query = check_input("query", query, dims=(3,))
         B = query.shape[0]
         key = repeat(self.patterns, "s d -> b s d", b=B).to(query.dtype)  # (B, S, Dk)
-        value = repeat(self.values, "s d -> b s d", b=B).to(query.dtype)  # (B, S, Dv)
+        stored_values = self.patterns if self.values is None else self.values
+        value = repeat(stored_values, "s d -> b s d", b=B).to(query.dtype)  # (B, S, Dv)
         return self.hopfield(query, key, value, mask=mask, bias=bias, return_weights=return_weights)
 
     def extra_repr(self) -> str:
-        return f"num_patterns={self.num_patterns}"
+        return f"num_patterns={self.num_patterns}, values={'patterns' if self.values is None else 'learned'}"

@@ -37,16 +37,22 @@ from torch import Tensor
 
 from qkv.functional.attention import attend
 from qkv.functional.checks import check_tensor
-from qkv.functional.scores import check_scale
 
-__all__ = ["energy", "retrieve", "separation", "update"]
+__all__ = ["check_beta", "energy", "retrieve", "separation", "update"]
 
 
-def _check_beta(beta: object) -> float:
-    b = check_scale(beta, name="beta")
-    if b is None or b <= 0:
-        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
+def check_beta(beta: object, name: str = "beta") -> float:
+    """A positive finite real :math:`\\beta` as a float: ``TypeError`` for a non-real, ``ValueError`` otherwise."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        raise TypeError(f"{name} must be a positive finite real number, got {type(beta).__name__} {beta!r}")
+    try:
+        b = float(beta)
+    except OverflowError:  # an int too large for a float
+        b = math.inf
+    if not (math.isfinite(b) and b > 0):
+        raise ValueError(f"{name} must be a positive finite real number, got {beta!r}")
     return b
+
 
 
 def _check(state: object, patterns: object) -> tuple[Tensor, Tensor]:
@@ -79,8 +85,13 @@ def update(state: Tensor, patterns: Tensor, *, beta: float, values: Tensor | Non
         ``(..., L, Dv)`` the new state patterns.
     """
     xi, x = _check(state, patterns)
-    b = _check_beta(beta)
+    b = check_beta(beta)
     v = x if values is None else check_tensor("values", values)
+    if v.shape[-2] != x.shape[-2]:
+        raise ValueError(
+            f"values (..., N, Dv) must hold one row per stored pattern of patterns (..., N, D): got values "
+            f"{tuple(v.shape)}, patterns {tuple(x.shape)}"
+        )
     return attend(xi, x, v, score="dot", scale=b, backend=backend).output
 
 
@@ -93,7 +104,8 @@ def retrieve(state: Tensor, patterns: Tensor, *, beta: float, steps: int = 1, to
         patterns: ``(..., N, D)`` stored patterns.
         beta: inverse temperature.
         steps: the most updates (one suffices for well-separated patterns).
-        tol: stop when the largest change of any component is below ``tol``.
+        tol: stop when the largest change of any component is below ``tol`` (a non-negative finite
+            real; ``None``: always do ``steps`` updates).
         backend: as in :func:`qkv.attend`.
 
     Returns:
@@ -101,6 +113,11 @@ def retrieve(state: Tensor, patterns: Tensor, *, beta: float, steps: int = 1, to
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if tol is not None:
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)):
+            raise TypeError(f"tol must be a non-negative finite real number or None, got {type(tol).__name__}")
+        if not (math.isfinite(tol) and tol >= 0):
+            raise ValueError(f"tol must be a non-negative finite real number or None, got {tol!r}")
     xi = state
     for _ in range(steps):
         new = update(xi, patterns, beta=beta, backend=backend)
@@ -122,12 +139,23 @@ def energy(state: Tensor, patterns: Tensor, *, beta: float) -> Tensor:
 
     Returns:
         ``(..., L)`` energies (non-negative: the constant terms make the minimum ``>= 0``).
+
+    The lse is computed as :math:`\\max_i z_i + \\beta^{-1}\\log\\sum_i e^{\\beta (z_i - \\max_j z_j)}`, which
+    stays finite for any finite :math:`\\beta` (``beta * scores`` may overflow; the shifted scores, in float64,
+    cannot).
+    The energy needs at least one stored pattern (:math:`\\log N`); ``N = 0`` is a ``ValueError``.
     """
     xi, x = _check(state, patterns)
-    b = _check_beta(beta)
+    b = check_beta(beta)
     n = x.shape[-2]
+    if n < 1:
+        raise ValueError(f"patterns (..., N, D) must hold at least one stored pattern for the energy "
+                         f"(log N), got shape {tuple(x.shape)}")
     scores = torch.einsum("...ld,...nd->...ln", xi, x)  # (..., L, N): X^T xi
-    lse = torch.logsumexp(b * scores, dim=-1) / b  # (..., L)
+    top = scores.amax(dim=-1, keepdim=True).detach()  # (..., L, 1): the shift (its gradient cancels)
+    # in float64: a beta beyond the input dtype's range (1e300 in float32 is inf, and 0 * inf is NaN) stays finite
+    shifted = torch.exp((scores - top).double() * b).sum(-1)  # (..., L), >= 1: the largest term is exp(0)
+    lse = top.squeeze(-1) + (torch.log(shifted) / b).to(scores.dtype)  # (..., L)
     big_m = x.norm(dim=-1).amax(dim=-1, keepdim=True)  # (..., 1): M
     return -lse + 0.5 * (xi * xi).sum(-1) + math.log(n) / b + 0.5 * big_m**2
 
