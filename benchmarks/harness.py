@@ -45,7 +45,7 @@ SCORES = ("scaled_dot", "additive", "bilinear", "local_p", "window")
 BACKENDS = ("naive", "sdpa", "tiled", "auto")  # auto last: it reuses the row of the backend it picks
 ALL_BACKENDS = (*BACKENDS, "flex")
 HARNESS = os.path.abspath(__file__)
-_SDPA_OK = {"scaled_dot", "window"}
+_SDPA_OK = {"scaled_dot", "window", "bilinear"}  # scores of kind "dot" (bilinear: a dot of W q and k)
 #: naive's peak bytes per element of its largest tensor (B·H·L·S, times A for additive),
 #: forward / forward+backward; measured with this script at L = 512 and rounded up.
 _NAIVE_FACTOR = {
