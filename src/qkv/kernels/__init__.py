@@ -107,10 +107,12 @@ def run(call: AttentionCall, backend: str) -> AttentionOutput:
     """Compute ``call`` with ``backend`` (a name of :data:`BACKENDS`, or ``"auto"``: :func:`choose`)."""
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {['auto', *BACKENDS]}, got {backend!r}")
-    name = choose(call) if backend == "auto" else backend
-    reason = BACKENDS[name].unsupported(call)
-    if reason:
-        raise ValueError(f"backend {name!r} cannot compute this call: {reason}; use backend='auto' or 'naive'")
+    if backend == "auto":
+        name = choose(call)  # only ever a backend that supports the call: no second check (nor probe)
+    elif reason := BACKENDS[backend].unsupported(call):
+        raise ValueError(f"backend {backend!r} cannot compute this call: {reason}; use backend='auto' or 'naive'")
+    else:
+        name = backend
     if call.S == 0:  # no keys at all: every row is fully masked
         return _no_keys(call)
     return BACKENDS[name].run(call)
