@@ -22,7 +22,9 @@ dot-product attention here) and reports the dot-product rows' achieved GFLOP/s a
 counting ``4·B·H·L·S·D`` FLOPs forward and 2.5 times that backward (FlashAttention-2's
 convention; recomputation not counted).
 
-Run ``qkv bench --help`` or ``python benchmarks/attention.py --help``.
+Run ``qkv bench --help`` or ``python benchmarks/attention.py --help``. ``qkv bench transformer-lm [...]``
+runs ``transformer_lm.py`` instead (a Transformer LM's training step against ``torch.nn``, and cached
+generation against recomputation; ``qkv bench transformer-lm --help``).
 """
 
 from __future__ import annotations
@@ -566,6 +568,12 @@ def main(argv: list[str] | None = None) -> int:
         threads, n, device = json.loads(argv[1])
         print(_matmul_gflops(threads, n, device))
         return 0
+    if argv[:1] in (["transformer-lm"], ["transformer_lm"]):  # issue 9's model-level benchmark, its own options
+        import runpy
+
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "transformer_lm.py")
+        module = runpy.run_path(script, run_name="qkv_transformer_lm_bench")
+        return int(module["main"](argv[1:]))
     return bench_command(parse_args(argv))
 
 

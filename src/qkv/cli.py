@@ -6,6 +6,8 @@
     qkv tour [--quick] [--out DIR]             every experiment, one HTML report
     qkv report DIR                             re-render index.html from saved results
     qkv bench [--sizes ...] [--scores ...]     attention backends: time and peak memory (benchmarks/harness.py)
+    qkv bench transformer-lm [--threads N ...] a Transformer LM: training step vs torch.nn, cached generation
+                                               vs recomputation (benchmarks/transformer_lm.py)
 
 Every argument is validated before anything is written to disk. Exit codes: 0 success,
 1 runtime failure, 2 usage error (bad arguments, unknown experiment, bad ``--set``, a
@@ -104,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="run or tour directory")
 
     # `qkv bench ...` is handed to benchmarks/harness.py before parsing (see main); listed here for --help
-    sub.add_parser("bench", help="time and peak memory of the attention backends (qkv bench --help)")
+    sub.add_parser("bench", help="time and peak memory of the attention backends (qkv bench --help); "
+                   "`qkv bench transformer-lm`: a Transformer LM's training and cached generation")
     return parser
 
 

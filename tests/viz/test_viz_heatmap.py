@@ -44,3 +44,19 @@ def test_panels_and_curves_are_written(tmp_path):
     assert plt.imread(path).std() > 0.01
     with pytest.raises(ValueError, match="empty"):
         save_attention_panels([], tmp_path / "none.png")
+
+
+def test_panels_as_a_layer_by_head_grid_label_each_row(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    saved = []
+    original = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), original(fig, *a, **k))[1])
+    rows = [[np.eye(3) * (h + 1) / 3 for h in range(3)] for _ in range(2)]  # 2 layers x 3 heads
+    panels = [HeatmapPanel(f"head {h + 1}", w, list("abc"), list("xyz")) for row in rows for h, w in enumerate(row)]
+    save_attention_panels(panels, tmp_path / "grid.png", ncols=3, row_labels=["layer 1", "layer 2"], vmax=None)
+    axes = saved[0].axes[:6]
+    assert [ax.get_ylabel() for ax in axes] == ["layer 1", "", "", "layer 2", "", ""]
+    assert axes[0].images[0].get_clim()[1] == pytest.approx(1 / 3)  # vmax=None: each panel auto-scales
+    with pytest.raises(ValueError, match="row_labels"):
+        save_attention_panels(panels, tmp_path / "bad.png", ncols=3, row_labels=["layer 1"])

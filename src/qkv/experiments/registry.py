@@ -19,7 +19,7 @@ __all__ = ["UnknownExperiment", "all_experiments", "broken_modules", "discover",
 
 _REGISTRY: dict[str, Experiment] = {}
 _BROKEN: dict[str, str] = {}
-_MACHINERY = {"base", "registry", "runner", "config", "seq2seq_common"}  # modules that register nothing
+_MACHINERY = {"base", "registry", "runner", "config", "seq2seq_common", "ntm_common"}  # modules that register nothing
 _discovered = False
 
 

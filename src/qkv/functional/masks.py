@@ -38,6 +38,7 @@ __all__ = [
     "as_mask",
     "causal",
     "check_align",
+    "graph",
     "key_padding",
     "materialize",
     "or_",
@@ -62,6 +63,13 @@ class Mask(Lazy):
 
     def is_causal(self, L: int, S: int) -> bool:
         """Whether this is exactly ``scaled_dot_product_attention``'s ``is_causal`` mask (top-left) at ``(L, S)``."""
+        return False
+
+    def allows_all(self, L: int, S: int) -> bool:
+        """Whether every query may provably attend to every key at ``(L, S)`` (then the mask can be dropped).
+
+        Conservative: returning ``False`` is always correct (a decoding step under ``causal()`` says True).
+        """
         return False
 
     def __and__(self, other: MaskLike) -> Mask:
@@ -116,6 +124,9 @@ class Causal(Mask):
     def is_causal(self, L, S):
         return align_offset(self.align, L, S) == 0 and L <= S
 
+    def allows_all(self, L, S):
+        return align_offset(self.align, L, S) >= S - 1  # query 0 sees the last key
+
     def depends(self) -> tuple[bool, bool]:
         return False, False
 
@@ -144,6 +155,10 @@ class Window(Mask):
         off = align_offset(self.align, L, S)
         lo = min(S, max(0, q0 + off - self.width))
         return lo, max(lo, min(S, q1 + off + self.width))
+
+    def allows_all(self, L, S):
+        off = align_offset(self.align, L, S)
+        return max(S - 1 - off, off + L - 1) <= self.width  # the farthest (query, key) pairs are within reach
 
     def depends(self) -> tuple[bool, bool]:
         return False, False
@@ -216,6 +231,9 @@ class AllOf(Combination, Mask):
         lo = max(los)
         return lo, max(lo, min(his))
 
+    def allows_all(self, L, S):
+        return all(p.allows_all(L, S) for p in self.parts)
+
 
 class AnyOf(Combination, Mask):
     """Union: attend where any part allows it."""
@@ -225,6 +243,9 @@ class AnyOf(Combination, Mask):
     def kv_bounds(self, q0, q1, *, L, S):
         los, his = zip(*(p.kv_bounds(q0, q1, L=L, S=S) for p in self.parts), strict=True)
         return min(los), max(his)
+
+    def allows_all(self, L, S):
+        return any(p.allows_all(L, S) for p in self.parts)
 
 
 def as_mask(mask: MaskLike) -> Mask:
@@ -282,6 +303,22 @@ def and_(*masks: MaskLike) -> Mask:
     if not masks:
         raise ValueError("and_: needs at least one mask")
     return AllOf(*map(as_mask, masks))
+
+
+def graph(
+    edge_index: Tensor, *, num_nodes: int | tuple[int, int], self_loops: bool = True,
+    flow: str = "source_to_target",
+) -> Mask:
+    """Self-attention over graph nodes along edges: node ``v`` attends to ``u`` iff there is an edge ``u -> v``.
+
+    A lazy :class:`qkv.functional.graph.Graph` (CSR rows, ``O(N + E)``): the tiled kernel builds only
+    tiles, never ``(N, N)``. ``edge_index`` is ``(2, E)`` (source, target), PyTorch Geometric's layout;
+    ``self_loops`` lets every node see itself (GAT, Veličković et al. 2018); ``flow="target_to_source"``
+    reads the first row as the query. ``num_nodes`` is ``N`` or ``(Nq, Nk)`` for a bipartite graph.
+    """
+    from qkv.functional.graph import Graph  # graph.py subclasses Mask: imported here, not at the top
+
+    return Graph(edge_index, num_nodes=num_nodes, self_loops=self_loops, flow=flow)
 
 
 def or_(*masks: MaskLike) -> Mask:

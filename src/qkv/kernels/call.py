@@ -25,6 +25,9 @@ from qkv.functional.modifiers import WeightModifier
 
 __all__ = ["AttentionCall"]
 
+#: Score classes whose ``dot_features`` requires only that queries and keys have one width (no probe needed).
+_SAME_WIDTH = frozenset(sc.PARAMETER_FREE.values())
+
 
 @dataclass(frozen=True)
 class AttentionCall:
@@ -83,17 +86,20 @@ class AttentionCall:
                 f"k and v must have the same length S: got k {tuple(k.shape)} (S={k.shape[-2]}) "
                 f"and v {tuple(v.shape)} (S={v.shape[-2]})"
             )
-        try:
-            batch_shape = tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2]))
-        except RuntimeError:
-            raise ValueError(
-                f"leading dims of q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not broadcast"
-            ) from None
+        batch_shape = tuple(q.shape[:-2])
+        if not (batch_shape == k.shape[:-2] == v.shape[:-2]):  # equal leading dims (the usual case) broadcast
+            try:
+                batch_shape = tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2]))
+            except RuntimeError:
+                raise ValueError(
+                    f"leading dims of q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not broadcast"
+                ) from None
         L, S = q.shape[-2], k.shape[-2]
         target = (*batch_shape, L, S)
 
         score_fn = sc.resolve(score, scale)
-        if sc.structure(score_fn) == "dot":  # fast kernels may never call the score: check widths here
+        # fast kernels may never call the score: check widths here (the built-in dot scores need equal widths only)
+        if sc.structure(score_fn) == "dot" and not (type(score_fn) in _SAME_WIDTH and q.shape[-1] == k.shape[-1]):
             try:
                 score_fn.dot_features(q[..., :0, :], k[..., :0, :])  # cheap: no query or key rows
             except ValueError:

@@ -9,25 +9,53 @@ Vaswani et al. 2017 §3.2.2 (seeds 001 §8.3, 002, 003, 004):
           \\qquad \\mathrm{head}_h = \\mathrm{Attention}(Q W^Q_h, K W^K_h, V W^V_h).
 
 Grouped-query attention (Ainslie et al. 2023): ``Hkv < H`` key/value heads, each shared by
-``G`` query heads. Masks follow qkv's convention, **True = may attend**, and weights come back
+``G`` query heads. Positions: ``rotary=`` rotates the projected queries and keys (RoPE,
+:class:`qkv.positional.Rotary`); ``position_bias=`` adds a lazy bias (ALiBi, T5) to every call.
+Incremental decoding: ``layer(x_new, cache=KVCache())`` attends over the cached keys plus the new
+ones and returns the updated cache in ``.state`` (:mod:`qkv.layers.cache`).
+
+Masks follow qkv's convention, **True = may attend**, and weights come back
 per head; ``torch.nn.MultiheadAttention``'s inverted masks and head-averaged weights exist only
 in the adapters: :meth:`MultiHeadAttention.from_torch` and :mod:`qkv.layers.torch_compat`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from qkv.functional.attention import attend
-from qkv.functional.biases import BiasLike
+from qkv.functional.biases import Bias, BiasLike
 from qkv.functional.checks import check_dropout, check_flag, check_positive_int
-from qkv.functional.masks import MaskLike
+from qkv.functional.masks import Mask, MaskLike
+from qkv.functional.masks import window as window_mask
 from qkv.functional.output import AttentionOutput
+from qkv.layers.cache import CrossAttentionCache, KVCache
 from qkv.layers.common import ScoreArg, build_score, check_inputs, with_output
+from qkv.positional.rotary import Rotary
 
 __all__ = ["MultiHeadAttention"]
+
+
+def _unless_all_allowed(mask: MaskLike, S: int, device: torch.device) -> MaskLike | None:
+    """``None`` when a one-query mask allows every key (a decoding step under ``causal()``), else ``mask``.
+
+    Dropping a mask that forbids nothing is exact, and it spares :func:`qkv.attend` the mask's checks and
+    its materialisation on each generated token. A lazy mask answers :meth:`~qkv.functional.masks.Mask.allows_all`
+    without building a tensor (causal, windows and their intersections); other masks that vary along neither
+    batch nor heads are evaluated on the one row; the rest are kept as they are.
+    """
+    if isinstance(mask, Tensor):
+        return None if mask.numel() <= S and bool(mask.all()) else mask
+    if isinstance(mask, Mask):
+        if mask.allows_all(1, S):
+            return None
+        if mask.depends() == (False, False):
+            return None if bool(mask.tile(0, 1, 0, S, L=1, S=S, device=device).all()) else mask
+    return mask
 
 
 class MultiHeadAttention(nn.Module):
@@ -42,6 +70,15 @@ class MultiHeadAttention(nn.Module):
         dropout: dropout on the attention weights (training mode only).
         proj_bias: learn biases in the input and output projections.
         score: the per-head score (default ``"scaled_dot"``); any name or callable of :func:`qkv.attend`.
+        rotary: a :class:`qkv.positional.Rotary` applied to the projected queries and keys of each head
+            (RoPE; its ``dim`` <= the head width ``E / H``). Positions count from the cache's ``position``.
+        position_bias: a bias added to every call's scores: a lazy :class:`~qkv.functional.biases.Bias`
+            (e.g. ``qkv.positional.alibi(H)``) or an ``nn.Module`` whose call returns one and which owns its
+            parameters (``qkv.positional.T5RelativeBias(H)``).
+        window: truncated (windowed) self-attention: every call also applies ``qkv.masks.window(window)``
+            (query ``i`` sees keys ``|j - i| <= window``, bottom-right aligned, so cached decoding works),
+            intersected with the call's ``mask`` (seed 003: self-attention over long speech frame sequences
+            attends to a neighbourhood). ``None`` (default): no window.
     """
 
     def __init__(
@@ -55,6 +92,9 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         proj_bias: bool = True,
         score: ScoreArg = "scaled_dot",
+        rotary: Rotary | None = None,
+        position_bias: Bias | nn.Module | None = None,
+        window: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -81,6 +121,33 @@ class MultiHeadAttention(nn.Module):
         self.score = build_score(score, query_dim=self.head_dim, key_dim=self.head_dim)
         if isinstance(self.score, nn.Module) and (device is not None or dtype is not None):
             self.score.to(device=device, dtype=dtype)
+        if rotary is not None and not isinstance(rotary, Rotary):
+            raise TypeError(f"rotary must be a qkv.positional.Rotary or None, got {type(rotary).__name__}")
+        if rotary is not None and rotary.dim > self.head_dim:
+            raise ValueError(f"rotary.dim ({rotary.dim}) must not exceed the head width query_dim / num_heads "
+                             f"= {self.head_dim}")
+        self.rotary = rotary
+        if position_bias is not None and not isinstance(position_bias, (Bias, nn.Module)):
+            raise TypeError(
+                "position_bias must be a qkv Bias (e.g. qkv.positional.alibi(H)) or an nn.Module returning one "
+                f"(qkv.positional.T5RelativeBias), got {type(position_bias).__name__}"
+            )
+        self.position_bias = position_bias
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 0):
+            raise ValueError(f"window must be None or an int >= 0, got {window!r}")
+        self.window = window
+        self._init_projections()
+
+    def reset_parameters(self) -> None:
+        """Re-initialise: Xavier-uniform input projections, ``nn.Linear``'s default output projection, zero biases."""
+        self.out_proj.reset_parameters()
+        self._init_projections()
+        if isinstance(self.score, nn.Module) and hasattr(self.score, "reset_parameters"):
+            self.score.reset_parameters()
+        if isinstance(self.position_bias, nn.Module) and hasattr(self.position_bias, "reset_parameters"):
+            self.position_bias.reset_parameters()
+
+    def _init_projections(self) -> None:
         for proj in (self.q_proj, self.k_proj, self.v_proj):
             nn.init.xavier_uniform_(proj.weight)
             if proj.bias is not None:
@@ -97,6 +164,7 @@ class MultiHeadAttention(nn.Module):
         mask: MaskLike | None = None,
         bias: BiasLike | None = None,
         return_weights: bool = False,
+        cache: KVCache | CrossAttentionCache | None = None,
     ) -> AttentionOutput:
         """Attend from ``query`` over ``key``/``value`` (self-attention when they are omitted).
 
@@ -108,16 +176,60 @@ class MultiHeadAttention(nn.Module):
                 ``qkv.masks.key_padding(keep) & qkv.masks.causal()``.
             bias: additive float scores or a lazy bias (:mod:`qkv.positional`), broadcast to ``(B, H, L, S)``.
             return_weights: also return the per-head weights ``(B, H, L, S)`` (before dropout).
+            cache: incremental decoding. A :class:`~qkv.layers.cache.KVCache` (self-attention): the new
+                keys/values (from ``key``/``value``, by default ``query``) are appended to the cached ones and
+                the queries, the last ``L`` positions, attend over all ``S`` of them — pass ``mask=causal()``
+                as without a cache (it is bottom-right aligned); a tensor mask must cover the ``S`` keys. A
+                windowed cache adds its window mask. A :class:`~qkv.layers.cache.CrossAttentionCache`:
+                ``key``/``value`` are projected on the first call only and reused afterwards.
 
         Returns:
-            :class:`AttentionOutput` with ``output (B, L, E)`` and every other field of :func:`qkv.attend`.
+            :class:`AttentionOutput` with ``output (B, L, E)`` and every other field of :func:`qkv.attend`;
+            ``state`` is the updated cache when ``cache`` is given.
         """
-        query, key, value = check_inputs(
-            query, key, value, query_dim=self.query_dim, key_dim=self.key_dim, value_dim=self.value_dim
-        )
+        if cache is not None and not isinstance(cache, (KVCache, CrossAttentionCache)):
+            raise TypeError(f"cache must be a KVCache, a CrossAttentionCache or None, got {type(cache).__name__}")
+        reuse = isinstance(cache, CrossAttentionCache) and cache.key is not None
+        if reuse:  # the memory was projected on an earlier call
+            query = check_inputs(query, None, None, query_dim=self.query_dim, key_dim=self.query_dim)[0]
+        else:
+            query, key, value = check_inputs(
+                query, key, value, query_dim=self.query_dim, key_dim=self.key_dim, value_dim=self.value_dim
+            )
+        offset = cache.position if isinstance(cache, KVCache) else 0
         q = rearrange(self.q_proj(query), "b l (h d) -> b h l d", h=self.num_heads)  # (B, H, L, d)
-        k = rearrange(self.k_proj(key), "b s (h d) -> b h s d", h=self.num_kv_heads)  # (B, Hkv, S, d)
-        v = rearrange(self.v_proj(value), "b s (h d) -> b h s d", h=self.num_kv_heads)  # (B, Hkv, S, d)
+        if self.rotary is not None:
+            q = self.rotary(q, offset=offset)
+        state = cache
+        if reuse:
+            k, v = cache.key, cache.value  # (B, Hkv, S, d)
+            if k.shape[0] != q.shape[0]:
+                raise ValueError(f"cache: the cached memory has batch {k.shape[0]}, query has {q.shape[0]}")
+        else:
+            k = rearrange(self.k_proj(key), "b s (h d) -> b h s d", h=self.num_kv_heads)  # (B, Hkv, S, d)
+            v = rearrange(self.v_proj(value), "b s (h d) -> b h s d", h=self.num_kv_heads)  # (B, Hkv, S, d)
+            if self.rotary is not None:
+                k = self.rotary(k, offset=offset)
+            if isinstance(cache, KVCache):
+                if self.window is not None and cache.window is not None and cache.window < self.window + 1:
+                    raise ValueError(
+                        f"cache: a KVCache(window={cache.window}) drops keys that window={self.window} attends to; "
+                        f"a causal layer with window={self.window} needs KVCache(window={self.window + 1}) or more"
+                    )
+                k, v, state = cache.update(k, v)  # (B, Hkv, S_cached + S, d)
+                window = cache.mask()
+                if window is not None:
+                    mask = window if mask is None else window & mask
+            elif isinstance(cache, CrossAttentionCache):
+                state = CrossAttentionCache(k, v)
+        if self.window is not None:
+            band = window_mask(self.window)
+            mask = band if mask is None else band & mask
+        if mask is not None and q.shape[-2] == 1:
+            mask = _unless_all_allowed(mask, k.shape[-2], q.device)
+        if self.position_bias is not None:
+            pb = self.position_bias() if isinstance(self.position_bias, nn.Module) else self.position_bias
+            bias = pb if bias is None else pb + bias
         if self.num_kv_heads != self.num_heads:
             g = self.num_heads // self.num_kv_heads
             k = repeat(k, "b hk s d -> b (hk g) s d", g=g)  # (B, H, S, d)
@@ -126,7 +238,10 @@ class MultiHeadAttention(nn.Module):
             q, k, v, score=self.score, mask=mask, bias=bias,
             dropout=self.dropout if self.training else 0.0, return_weights=return_weights,
         )
-        return with_output(out, self.out_proj(rearrange(out.output, "b h l d -> b l (h d)")))  # (B, L, E)
+        output = self.out_proj(rearrange(out.output, "b h l d -> b l (h d)"))  # (B, L, E)
+        if cache is None:
+            return with_output(out, output)
+        return dataclasses.replace(out, output=output, state=state)  # one copy of the fields per decoding step
 
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
@@ -166,4 +281,6 @@ class MultiHeadAttention(nn.Module):
         return (
             f"query_dim={self.query_dim}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
             f"key_dim={self.key_dim}, value_dim={self.value_dim}, dropout={self.dropout}"
+            + ("" if self.position_bias is None or isinstance(self.position_bias, nn.Module)
+               else f", position_bias={self.position_bias!r}")
         )

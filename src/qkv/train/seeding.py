@@ -5,17 +5,22 @@ NumPy's global generator, torch's global CPU generator (dropout, ``randn`` witho
 generator) and, when present, the CUDA generators. The states are flattened into
 tensors (for the safetensors file) plus a small JSON-able dict (for the metadata), because
 checkpoints in qkv never pickle anything.
+
+:func:`batch_seed` gives the seed of one batch's own randomness (masks, augmentations) from the run's seed
+and the batch's example indices, so a resumed run draws the same as an uninterrupted one whatever the
+global generators did in between.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["capture_rng_state", "restore_rng_state", "seed_everything"]
+__all__ = ["batch_seed", "capture_rng_state", "restore_rng_state", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -29,6 +34,26 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def batch_seed(seed: int, indices: torch.Tensor) -> int:
+    """A seed in ``[0, 2**63)`` for the batch of examples ``indices`` of a run seeded with ``seed``.
+
+    The first 8 bytes (little-endian, top bit cleared) of the SHA-256 of ``"{seed}/"`` followed by the
+    indices' int64 bytes: the same batch gets the same seed on every run and every resume, different
+    batches or seeds get unrelated ones. Use it as ``torch.Generator().manual_seed(batch_seed(seed, indices))``.
+
+    Args:
+        seed: the run's (or the data set's) seed, an int.
+        indices: ``(N,)`` integer tensor, the batch's example indices.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if not isinstance(indices, torch.Tensor) or indices.ndim != 1 or indices.dtype.is_floating_point:
+        raise ValueError(f"indices must be a 1-D integer tensor, got {getattr(indices, 'shape', type(indices))}")
+    data = indices.detach().to("cpu", torch.int64).numpy().tobytes()
+    digest = hashlib.sha256(f"{seed}/".encode() + data).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFFFFFFFFFFFFFF
 
 
 def capture_rng_state(prefix: str = "rng.") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

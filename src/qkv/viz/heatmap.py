@@ -72,20 +72,34 @@ def plot_attention(ax: Any, weights: Any, source: Sequence[str], target: Sequenc
 
 
 def save_attention_panels(panels: Sequence[HeatmapPanel], path: str | Path, *, ncols: int = 3,
-                          suptitle: str = "") -> Path:
-    """Save several heatmaps side by side (one panel per variant or head) to ``path`` (PNG or SVG)."""
+                          suptitle: str = "", row_labels: Sequence[str] | None = None,
+                          vmax: float | None = 1.0) -> Path:
+    """Save several heatmaps side by side (one panel per variant or head) to ``path`` (PNG or SVG).
+
+    Panels fill ``ncols`` columns row by row. For a layer-by-head grid pass the ``N x H`` panels layer by
+    layer with ``ncols=H`` and ``row_labels`` (``N`` labels such as "encoder layer 1", written left of each
+    row). ``vmax`` is the shared colour-scale maximum (None: each panel auto-scales).
+
+    Raises:
+        ValueError: ``panels`` is empty, or ``row_labels`` does not give one label per row of panels.
+    """
     if not panels:
         raise ValueError("save_attention_panels: panels is empty")
     plt = pyplot()
     ncols = max(1, min(ncols, len(panels)))
     nrows = -(-len(panels) // ncols)
+    if row_labels is not None and len(row_labels) != nrows:
+        raise ValueError(f"save_attention_panels: row_labels must give one label per row ({nrows} rows of "
+                         f"{ncols} panels), got {len(row_labels)}")
     width = max(3.2, 0.28 * max(len(p.source) for p in panels) + 1.2)
     height = max(2.6, 0.28 * max(len(p.target) for p in panels) + 1.4)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
                              layout="constrained")
     im = None
-    for ax, panel in zip(axes.flat, panels, strict=False):
-        im = plot_attention(ax, panel.weights, panel.source, panel.target, title=panel.title)
+    for k, (ax, panel) in enumerate(zip(axes.flat, panels, strict=False)):
+        im = plot_attention(ax, panel.weights, panel.source, panel.target, title=panel.title, vmax=vmax)
+        if row_labels is not None:
+            ax.set_ylabel(row_labels[k // ncols] if k % ncols == 0 else "", fontsize=9)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     if im is not None:

@@ -1,0 +1,69 @@
+"""``ntm-repeat-copy``: the NTM on repeat copy (Graves, Wayne and Danihelka 2014, §4.2), against an LSTM.
+
+Shape legend: ``B`` sequences, ``T`` time steps, ``N`` memory slots, ``w`` bits per vector.
+
+The input is a sequence of random ``w``-bit vectors and a repeat count ``n`` (on its own channel, divided by
+``repeat_scale``); the target is the sequence ``n`` times, then an end marker (:func:`~qkv.tasks.algorithmic_memory.
+repeat_copy`). The NTM must write the sequence once, read it ``n`` times by jumping back to its start, and count.
+The run, the measurements and the pictures are those of
+:class:`~qkv.experiments.ntm_copy.AlgorithmicMemoryExperiment`: validation and the training-length numbers use
+sequences of the training distribution (lengths ``min_size..max_size``, repeat counts uniform in
+``min_repeats..max_repeats``); generalisation is measured over the sequence length at ``data.test_repeats`` repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from qkv.experiments.base import Target
+from qkv.experiments.ntm_copy import AlgorithmicDataConfig, AlgorithmicMemoryExperiment, BaselineConfig, NTMConfig
+from qkv.experiments.registry import register
+from qkv.train.loop import TrainConfig
+
+__all__ = ["NtmRepeatCopy", "NtmRepeatCopyConfig"]
+
+
+def _train(**kw: Any) -> TrainConfig:
+    base = {"max_steps": 3000, "batch_size": 16, "lr": 3e-3, "warmup_steps": 50, "min_lr_ratio": 0.1,
+            "grad_clip": 10.0, "eval_every": 100, "checkpoint_every": 100, "monitor": "cost_bits",
+            "monitor_mode": "min"}
+    return TrainConfig(**{**base, **kw})
+
+
+@dataclass(frozen=True)
+class NtmRepeatCopyConfig:
+    data: AlgorithmicDataConfig = field(default_factory=lambda: AlgorithmicDataConfig(
+        width=8, min_size=1, max_size=10, min_repeats=1, max_repeats=10, repeat_scale=10.0, eval_count=8,
+        test_sizes=(1, 5, 10, 15, 20), test_count=32, test_repeats=10, trace_size=10))
+    ntm: NTMConfig = field(default_factory=NTMConfig)
+    lstm: BaselineConfig = field(default_factory=lambda: BaselineConfig(hidden_dim=256, layers=3))
+    train: TrainConfig = field(default_factory=_train)
+    lstm_train: TrainConfig = field(default_factory=_train)
+
+
+@register
+class NtmRepeatCopy(AlgorithmicMemoryExperiment):
+    name = "ntm-repeat-copy"
+    description = "Neural Turing Machine vs LSTM on repeat copy: cost per sequence, generalisation, heads' weightings"
+    Config = NtmRepeatCopyConfig
+    task = "repeat_copy"
+    targets = (
+        Target("ntm_bit_errors", "<=", 1.0, "NTM wrong bits per sequence at lengths 1-10, 1-10 repeats "
+               "(held out, the training distribution)"),
+        # unmeasured (no full run yet): NTM strictly ahead, by a small margin (0.1 wrong bits per sequence)
+        Target("ntm_gain_long", ">=", 0.1, "LSTM minus NTM wrong bits per sequence at lengths 15-20 (10 repeats)"),
+    )
+    quick_overrides: ClassVar[dict[str, Any]] = {
+        "data.width": 4, "data.max_size": 3, "data.max_repeats": 3, "data.repeat_scale": 3.0,
+        "data.test_sizes": (1, 2, 3, 4, 5, 6), "data.test_repeats": 3, "data.test_count": 32, "data.eval_count": 16,
+        "data.trace_size": 3, "ntm.controller_dim": 64, "ntm.memory_slots": 12, "ntm.memory_width": 8,
+        "lstm.hidden_dim": 64, "lstm.layers": 1,
+        "train.max_steps": 300, "train.batch_size": 32, "train.eval_every": 50, "train.lr": 1e-2,
+        "lstm_train.max_steps": 300, "lstm_train.batch_size": 32, "lstm_train.eval_every": 100,
+    }
+    quick_targets = (  # 300 steps teach the NTM part of the task (measured: 7.2 vs the LSTM's 8.5 wrong bits at
+        # lengths 1-3, 29 vs 33 at 4-6); it is not converged: the quick run shows it ahead of the LSTM, not solved
+        Target("ntm_gain", ">=", 0.5, "LSTM minus NTM wrong bits per sequence at lengths 1-3, 1-3 repeats"),
+        Target("ntm_gain_long", ">=", 2.0, "LSTM minus NTM wrong bits per sequence at lengths 4-6 (3 repeats)"),
+    )
