@@ -46,7 +46,7 @@ class PointerHullConfig:
     hidden_dim: int = 128
     beam_width: int = 4
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_steps=5000, batch_size=128, lr=5e-3, warmup_steps=100, eval_every=1000, checkpoint_every=500,
+        max_steps=12000, batch_size=128, lr=5e-3, warmup_steps=100, eval_every=1000, checkpoint_every=500,
         monitor="acc", monitor_mode="max", grad_clip=2.0))
 
     def __post_init__(self) -> None:
