@@ -2,7 +2,8 @@
 
     qkv list                                   registered experiments, one line each
     qkv run NAME [--set k=v ...] [--quick] [--out DIR] [--resume] [--seed N] [--data-dir PATH]
-                 [--device cpu|cuda|auto] [--offline]
+                 [--device cpu|cuda|auto] [--offline] [--nproc N]
+    torchrun --nproc-per-node N -m qkv run NAME ...   the same, launched by torchrun
     qkv tour [--quick] [--out DIR]             every experiment, one HTML report
     qkv report DIR                             re-render index.html from saved results
     qkv bench [--sizes ...] [--scores ...]     attention backends: time and peak memory (benchmarks/harness.py)
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default=None, help="run directory (default runs/NAME)")
     p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel training in N processes (torchrun's launcher; gloo on CPU, NCCL on CUDA); "
+                   "train.batch_size is the global batch; resume with the same N")
     common(p)
 
     p = sub.add_parser("tour", help="run every experiment and write one HTML report",
@@ -159,10 +163,64 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed, data_dir=args.data_dir, progress=not args.no_progress, device=args.device,
         offline=args.offline, log=lambda m: print(m, file=sys.stderr),
     )
+    from qkv.train.loop import is_main_process
+
+    if not is_main_process():  # data-parallel ranks > 0: rank 0 reports
+        return EXIT_OK
     _print_summary(summary)
     report = write_report(out, title=f"qkv: {args.name}")
     print(f"report: {report.resolve()}")
     return EXIT_OK
+
+
+def _launch(argv: list[str], nproc: int) -> int:
+    """Run ``qkv ARGV`` in ``nproc`` local processes with torchrun's launcher (``torchrun --standalone``)."""
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"qkv-{uuid.uuid4().hex[:8]}",
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2,
+    )
+    try:
+        elastic_launch(config, sys.executable)("-m", "qkv", *argv)
+    except ChildFailedError as e:
+        _err(f"a process of --nproc {nproc} failed: {e.get_first_failure()[1].message or 'see its output above'}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+class _process_group:
+    """Join the ``torch.distributed`` group torchrun describes in the environment (``WORLD_SIZE`` > 1)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.joined = False
+
+    def __enter__(self) -> None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world < 2:
+            return
+        import torch
+        import torch.distributed as dist
+
+        nproc = getattr(self.args, "nproc", 1)
+        if nproc > 1 and nproc != world:
+            raise ValueError(f"--nproc {nproc} but the launcher started {world} processes")
+        cuda = getattr(self.args, "device", "cpu") in ("cuda", "auto") and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+            self.joined = True
+
+    def __exit__(self, *exc) -> None:
+        if self.joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def _cmd_tour(args: argparse.Namespace) -> int:
@@ -272,9 +330,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(threads)
         if getattr(args, "device", None) == "cuda" and not torch.cuda.is_available():
             parser.error("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
+    nproc = getattr(args, "nproc", 1)
+    if nproc < 1:
+        parser.error(f"--nproc must be >= 1, got {nproc}")
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch(argv, nproc)
     handlers = {"list": _cmd_list, "run": _cmd_run, "tour": _cmd_tour, "report": _cmd_report}
     try:
-        return handlers[args.command](args)
+        with _process_group(args):
+            return handlers[args.command](args)
     except (UnknownExperiment, ConfigError) as e:
         _err(str(e))
         return EXIT_USAGE

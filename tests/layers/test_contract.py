@@ -24,10 +24,15 @@ B, L, S, D = 2, 5, 6, 8
 FACTORIES = {
     "Attention-additive": lambda: qkv.Attention(D, score="additive"),
     "Attention-dot": lambda: qkv.Attention(D, score="dot"),
+    "GraphAttention": lambda: layers.GraphAttention(D, 3, num_heads=2),
+    "GraphAttention-mean-bipartite": lambda: layers.GraphAttention(D, 3, num_heads=2, key_dim=D, concat=False),
     "LocalAttention-m": lambda: qkv.LocalAttention(D, mode="local-m", window=S),
     "LocalAttention-p": lambda: qkv.LocalAttention(D, mode="local-p", window=S),
     "MultiHeadAttention": lambda: qkv.MultiHeadAttention(D, 2),
     "MultiHeadAttention-gqa": lambda: qkv.MultiHeadAttention(D, 4, num_kv_heads=2, score="cosine"),
+    "StructuredAttention": lambda: layers.StructuredAttention(D),
+    "StructuredAttention-additive-renormalized": lambda: layers.StructuredAttention(
+        D, score="additive", renormalize=True),
     "Hopfield": lambda: memory.Hopfield(D, num_heads=2),
     "Hopfield-learned-beta": lambda: memory.Hopfield(D, learn_beta=True),
     "Hopfield-memory": lambda: memory.Hopfield(D, projections=False, beta=2.0),
@@ -39,7 +44,9 @@ def test_every_public_layer_has_a_factory_and_the_convention():
     assert built == set(layers.ATTENTION_LAYERS) | set(memory.ATTENTION_LAYERS)
     public = {getattr(layers, n) for n in layers.__all__}
     modules = {c for c in public if inspect.isclass(c) and issubclass(c, nn.Module)}
-    assert modules == set(layers.ATTENTION_LAYERS), "a public attention layer is missing from ATTENTION_LAYERS"
+    pooling = set(layers.POOLING_LAYERS)  # learned queries: tests/layers/test_pooling.py
+    pooling |= set(layers.REPRESENTATION_LAYERS)  # over each token's views: tests/layers/test_multi_representation.py
+    assert modules - pooling == set(layers.ATTENTION_LAYERS), "a public layer is missing from ATTENTION_LAYERS"
     for cls in (*layers.ATTENTION_LAYERS, *memory.ATTENTION_LAYERS):
         params = inspect.signature(cls.forward).parameters
         assert list(params)[:4] == ["self", "query", "key", "value"], cls

@@ -173,8 +173,10 @@ def test_fuzz_attend_many(case):
 
 LAYER_FACTORIES = {
     qkv.Attention: lambda D, score: qkv.Attention(D, score=score),
+    layers.GraphAttention: lambda D, score: layers.GraphAttention(D, 2, num_heads=2, concat=score != "dot"),
     qkv.LocalAttention: lambda D, score: qkv.LocalAttention(D, mode="local-p", window=2, score=score),
     qkv.MultiHeadAttention: lambda D, score: qkv.MultiHeadAttention(D, 2, score=score),
+    layers.StructuredAttention: lambda D, score: layers.StructuredAttention(D, score=score),
     memory.Hopfield: lambda D, score: memory.Hopfield(D, num_heads=2, learn_beta=score == "dot"),  # beta-dot score
 }
 

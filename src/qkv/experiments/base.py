@@ -53,7 +53,7 @@ from torch import nn
 
 from qkv.experiments.config import apply_values
 from qkv.train.io import save_json
-from qkv.train.loop import BatchSource, EvalFn, FitResult, LossFn, TrainConfig, fit
+from qkv.train.loop import BatchSource, EvalFn, FitResult, LossFn, TrainConfig, fit, is_main_process
 from qkv.train.metrics_log import MetricsLog
 from qkv.train.seeding import seed_everything
 
@@ -145,9 +145,13 @@ class RunContext:
         return seed
 
     def save_json(self, name: str, data: Any) -> Path:
-        """Write ``data`` as JSON to the run directory's file ``name``, atomically; returns its path."""
+        """Write ``data`` as JSON to the run directory's file ``name``, atomically; returns its path.
+
+        Under data-parallel training only rank 0 writes (the other ranks hold the same data).
+        """
         path = self.path(name)
-        save_json(path, data)
+        if is_main_process():
+            save_json(path, data)
         return path
 
     def checkpoint_path(self, variant: str) -> Path:

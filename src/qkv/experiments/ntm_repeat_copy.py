@@ -9,6 +9,14 @@ The run, the measurements and the pictures are those of
 :class:`~qkv.experiments.ntm_copy.AlgorithmicMemoryExperiment`: validation and the training-length numbers use
 sequences of the training distribution (lengths ``min_size..max_size``, repeat counts uniform in
 ``min_repeats..max_repeats``); generalisation is measured over the sequence length at ``data.test_repeats`` repeats.
+
+The full setting, and why: the paper trains on one sequence at a time for hundreds of thousands of sequences (its
+Fig. 7); here both models see the same seeded stream of 64,000 sequences (4,000 updates of 16; the NTM and the
+3x256 LSTM each take about 0.2 and 0.1 s of one CPU core per update, so the run fits in about half an hour of
+CPU). The NTM's learning rate is 1e-2 with 100 warm-up steps and a cosine decay to 5e-4 (the setting with which
+``ntm-copy`` converges in 6,400 sequences), the LSTM's 3e-3 (as in ``ntm-copy``). The targets stay the paper's
+claim: the NTM learns the task (at most one wrong bit per sequence on held-out sequences of the training
+distribution) and generalises better than the LSTM to longer sequences.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ __all__ = ["NtmRepeatCopy", "NtmRepeatCopyConfig"]
 
 
 def _train(**kw: Any) -> TrainConfig:
-    base = {"max_steps": 3000, "batch_size": 16, "lr": 3e-3, "warmup_steps": 50, "min_lr_ratio": 0.1,
+    base = {"max_steps": 4000, "batch_size": 16, "lr": 3e-3, "warmup_steps": 100, "min_lr_ratio": 0.05,
             "grad_clip": 10.0, "eval_every": 100, "checkpoint_every": 100, "monitor": "cost_bits",
             "monitor_mode": "min"}
     return TrainConfig(**{**base, **kw})
@@ -38,7 +46,7 @@ class NtmRepeatCopyConfig:
         test_sizes=(1, 5, 10, 15, 20), test_count=32, test_repeats=10, trace_size=10))
     ntm: NTMConfig = field(default_factory=NTMConfig)
     lstm: BaselineConfig = field(default_factory=lambda: BaselineConfig(hidden_dim=256, layers=3))
-    train: TrainConfig = field(default_factory=_train)
+    train: TrainConfig = field(default_factory=lambda: _train(lr=1e-2))
     lstm_train: TrainConfig = field(default_factory=_train)
 
 
@@ -49,9 +57,11 @@ class NtmRepeatCopy(AlgorithmicMemoryExperiment):
     Config = NtmRepeatCopyConfig
     task = "repeat_copy"
     targets = (
+        # full run (seed 0, 64,000 sequences): NTM 12.4 wrong bits per held-out sequence (of ~280 scored; chance
+        # ~140), still falling — not met in this budget (the paper trains on hundreds of thousands of sequences)
         Target("ntm_bit_errors", "<=", 1.0, "NTM wrong bits per sequence at lengths 1-10, 1-10 repeats "
                "(held out, the training distribution)"),
-        # unmeasured (no full run yet): NTM strictly ahead, by a small margin (0.1 wrong bits per sequence)
+        # full run: NTM 65 vs LSTM 651 wrong bits per sequence at lengths 15-20 (10 repeats); met
         Target("ntm_gain_long", ">=", 0.1, "LSTM minus NTM wrong bits per sequence at lengths 15-20 (10 repeats)"),
     )
     quick_overrides: ClassVar[dict[str, Any]] = {
@@ -61,6 +71,8 @@ class NtmRepeatCopy(AlgorithmicMemoryExperiment):
         "lstm.hidden_dim": 64, "lstm.layers": 1,
         "train.max_steps": 300, "train.batch_size": 32, "train.eval_every": 50, "train.lr": 1e-2,
         "lstm_train.max_steps": 300, "lstm_train.batch_size": 32, "lstm_train.eval_every": 100,
+        "train.warmup_steps": 50, "train.min_lr_ratio": 0.1, "lstm_train.warmup_steps": 50,
+        "lstm_train.min_lr_ratio": 0.1,
     }
     quick_targets = (  # 300 steps teach the NTM part of the task (measured: 7.2 vs the LSTM's 8.5 wrong bits at
         # lengths 1-3, 29 vs 33 at 4-6); it is not converged: the quick run shows it ahead of the LSTM, not solved

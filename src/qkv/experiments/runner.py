@@ -25,7 +25,7 @@ from qkv.experiments.base import DataUnavailable, Experiment, Figure, RunContext
 from qkv.experiments.config import ConfigError, apply_overrides, config_hash, config_keys, config_to_dict
 from qkv.experiments.registry import all_experiments, get
 from qkv.train.io import save_json
-from qkv.train.loop import resolve_device
+from qkv.train.loop import distributed_world, is_main_process, resolve_device
 from qkv.train.metrics_log import MetricsLog
 from qkv.train.seeding import seed_everything
 
@@ -169,7 +169,9 @@ def run_experiment(
                     f"{name!r} with seed={seed}, quick={quick}, hash {digest}; repeat the original options"
                 )
         elif force:
-            _clear(run_dir)
+            _barrier()  # every rank has seen the old run before rank 0 clears it
+            if is_main_process():
+                _clear(run_dir)
         else:
             raise RunError(
                 f"{run_dir} already holds a run; pass --resume to continue it, --force to overwrite it, "
@@ -177,8 +179,12 @@ def run_experiment(
             )
     elif resume:
         log(f"note: --resume but {run_dir} holds no run yet; starting from scratch")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_json(saved, {**spec, "config_hash": digest})
+    main = is_main_process()  # under data-parallel training (`--nproc N`) only rank 0 writes the run's files
+    _barrier()  # every rank has checked the run directory before rank 0 changes it
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_json(saved, {**spec, "config_hash": digest})
+    _barrier()
 
     seed_everything(seed)
     ctx = RunContext(run_dir=run_dir, seed=seed, quick=quick, resume=resume, progress=progress,
@@ -194,7 +200,7 @@ def run_experiment(
         log(f"[{name}] skipped: {e}")
     elapsed = time.perf_counter() - t0
     figures: list[Figure] = []
-    if status == "ok":
+    if status == "ok" and main:
         try:
             figures = redraw_figures(experiment, run_dir, config)
         except Exception:  # a broken plot must not lose the numbers
@@ -215,8 +221,18 @@ def run_experiment(
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
-    save_json(run_dir / "summary.json", summary)
+    if main:
+        save_json(run_dir / "summary.json", summary)
+    _barrier()  # the summary exists before any rank returns
     return summary
+
+
+def _barrier() -> None:
+    """Wait for every rank under data-parallel training (a no-op in one process)."""
+    if distributed_world()[1] > 1:
+        import torch.distributed
+
+        torch.distributed.barrier()
 
 
 def run_tour(

@@ -45,6 +45,7 @@ def attend(
     return_weights: bool = False,
     return_scores: bool = False,
     backend: str = "auto",
+    group=None,
 ) -> AttentionOutput:
     """Attention in its general form: score each key, mask, normalise, read the values.
 
@@ -79,7 +80,13 @@ def attend(
         return_scores: also return the raw scores ``(..., L, S)`` (after bias, before masking).
         backend: ``"auto"`` (fastest that supports the call), ``"naive"`` (reference),
             ``"sdpa"``, ``"tiled"`` (online softmax, linear memory, any score) or ``"flex"``;
-            see :mod:`qkv.kernels`. ``return_weights``/``return_scores`` need ``"naive"``.
+            see :mod:`qkv.kernels`. ``return_weights``/``return_scores`` need ``"naive"``. ``"ring"``:
+            sequence-parallel ring attention (:mod:`qkv.kernels.ring`); q, k, v are this rank's shards.
+        group: backend ``"ring"`` only: a ``torch.distributed`` process group or a
+            :class:`~qkv.kernels.ring.SequenceParallel` (default: the enclosing
+            :func:`~qkv.kernels.ring.sequence_parallel` block, else the default group; one process, the
+            tiled kernel, when ``torch.distributed`` is not initialised). Masks and biases then describe
+            the whole sequence (global positions).
 
     Returns:
         :class:`AttentionOutput` with ``output (..., L, Dv)`` and, as requested, ``weights``,
@@ -89,5 +96,6 @@ def attend(
     call = AttentionCall.build(
         q, k, v, score=score, mask=mask, bias=bias, normalize=normalize, scale=scale, dropout=dropout,
         modifier=modifier, return_weights=return_weights, return_scores=return_scores,
+        group=kernels.ring.resolve_group(group, backend),
     )
     return kernels.run(call, backend)

@@ -12,6 +12,8 @@ tensor to autograd directly, and differentiates an ``nn.Module`` score's paramet
 * ``sdpa`` — ``torch.nn.functional.scaled_dot_product_attention`` for scores of kind ``"dot"``.
 * ``tiled`` — online softmax over tiles, any score, linear memory, masked tiles skipped
   (:mod:`qkv.kernels.tiled`).
+* ``ring`` — ring attention over a ``torch.distributed`` group: q, k, v are this rank's sequence
+  shards (:mod:`qkv.kernels.ring`); any score the tiled kernel takes. ``auto`` never picks it.
 * ``flex`` — FlexAttention (``torch.compile``) for scores of kind ``"dot"`` with lazy masks and
   biases (:mod:`qkv.kernels.flex`); where it cannot run (CPU backward, float64, a weight
   modifier, small CPU problems) it hands the call to ``tiled``. ``auto`` does not pick it.
@@ -31,6 +33,7 @@ from qkv.functional.output import AttentionOutput
 from qkv.kernels.call import AttentionCall
 from qkv.kernels.flex import flex_backend, flex_unsupported
 from qkv.kernels.naive import naive
+from qkv.kernels.ring import ring_backend, ring_unsupported
 from qkv.kernels.sdpa import sdpa, sdpa_unsupported
 from qkv.kernels.tiled import DEFAULT_TILES, tiled_backend, tiled_unsupported
 
@@ -59,6 +62,7 @@ BACKENDS: dict[str, Backend] = {
     "sdpa": Backend(sdpa, sdpa_unsupported),
     "tiled": Backend(tiled_backend, tiled_unsupported),
     "flex": Backend(flex_backend, flex_unsupported),
+    "ring": Backend(ring_backend, ring_unsupported),
 }
 
 

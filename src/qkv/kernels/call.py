@@ -12,6 +12,7 @@ the modifier's support joined to the mask). Kernels read the call and never re-d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -43,6 +44,8 @@ class AttentionCall:
         modifier: a :class:`~qkv.functional.modifiers.WeightModifier` applied after normalisation, or ``None``.
         return_weights, return_scores: what the caller asked for besides the output.
         batch_shape: the broadcast leading dims of q, k and v.
+        group: backend ``"ring"`` only: the :class:`~qkv.kernels.ring.SequenceParallel` sharding; q, k and
+            v are then this rank's shards and masks and biases describe the whole ``(N·L, N·S)`` plane.
     """
 
     q: Tensor
@@ -57,6 +60,7 @@ class AttentionCall:
     return_weights: bool
     return_scores: bool
     batch_shape: tuple[int, ...]
+    group: Any = None
 
     @classmethod
     def build(
@@ -74,6 +78,7 @@ class AttentionCall:
         modifier: WeightModifier | None = None,
         return_weights: bool = False,
         return_scores: bool = False,
+        group: Any = None,
     ) -> AttentionCall:
         """Check and resolve the arguments of :func:`qkv.attend` (see there); errors name the argument."""
         q, k, v = check_tensor("q", q), check_tensor("k", k), check_tensor("v", v)
@@ -95,6 +100,10 @@ class AttentionCall:
                     f"leading dims of q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not broadcast"
                 ) from None
         L, S = q.shape[-2], k.shape[-2]
+        if group is not None:  # sequence-parallel shards: masks and biases describe the whole plane
+            group.check_length("q", L)
+            group.check_length("k", S)
+            L, S = group.global_length(L), group.global_length(S)
         target = (*batch_shape, L, S)
 
         score_fn = sc.resolve(score, scale)
@@ -134,7 +143,7 @@ class AttentionCall:
         return cls(
             q=q, k=k, v=v, score=score_fn, mask=lazy_mask, bias=lazy_bias, normalize=normalizer,
             dropout=dropout, modifier=modifier, return_weights=check_flag("return_weights", return_weights),
-            return_scores=check_flag("return_scores", return_scores), batch_shape=batch_shape,
+            return_scores=check_flag("return_scores", return_scores), batch_shape=batch_shape, group=group,
         )
 
     @property

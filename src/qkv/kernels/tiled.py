@@ -43,6 +43,10 @@ Masks (:mod:`qkv.functional.masks`), biases (:mod:`qkv.functional.biases`) and w
 are evaluated per tile through their lazy protocol; key ranges outside
 :meth:`~qkv.functional.masks.Mask.kv_bounds` and tiles whose mask is all false are skipped, so a
 window of width ``w`` costs ``O(L·w)``. A row with no allowed key gets zeros and zero gradients.
+
+The loops are :func:`forward_block` and :func:`backward_block`: one block of queries against one
+block of keys, their first row and column at global offsets of the plane (:class:`TilePlan`); the
+tiled kernel is one block at offset 0, ring attention (:mod:`qkv.kernels.ring`) many.
 """
 
 from __future__ import annotations
@@ -64,7 +68,16 @@ from qkv.functional.output import AttentionOutput
 from qkv.functional.scores import captures_grad, is_opaque
 from qkv.kernels.call import AttentionCall
 
-__all__ = ["DEFAULT_TILES", "tiled_attention", "tiled_backend", "tiled_unsupported"]
+__all__ = [
+    "DEFAULT_TILES",
+    "TilePlan",
+    "backward_block",
+    "forward_block",
+    "prepare_tiled",
+    "tiled_attention",
+    "tiled_backend",
+    "tiled_unsupported",
+]
 
 #: Default ``(tile_q, tile_k)`` per score kind, measured on a 2-core CPU (``qkv bench``): dot
 #: products like large query blocks (matmuls amortise Python overhead); the additive tile
@@ -73,8 +86,14 @@ DEFAULT_TILES: dict[str, tuple[int, int]] = {"dot": (256, 256), "additive": (32,
 
 
 @dataclass
-class _Plan:
-    """What the autograd Function needs besides tensors."""
+class TilePlan:
+    """What the autograd Function needs besides tensors.
+
+    ``L`` and ``S`` are the sizes of the whole score plane that masks and biases see; a *block*
+    (:func:`forward_block`, :func:`backward_block`) may hold only some of its queries and keys, its
+    first query at global row ``q_offset`` and its first key at global column ``k_offset`` (the ring
+    kernel, :mod:`qkv.kernels.ring`, walks such blocks; the tiled kernel has one block, offsets 0).
+    """
 
     kind: str  # "dot" | "additive" | "pairwise"
     fn: Callable[[Tensor, Tensor], Tensor] | None  # the tile score, for kind "pairwise"
@@ -89,6 +108,13 @@ class _Plan:
     tile_k: int
     compute_dtype: torch.dtype
     compiled: bool = False  # additive tiles through torch.compile'd functions (see _compiled_additive)
+    q_offset: int = 0  # global row of the block's first query
+    k_offset: int = 0  # global column of the block's first key
+
+    def lazy_tile(self, lazy, q0: int, q1: int, k0: int, k1: int, device: torch.device) -> Tensor:
+        """A lazy field's tile at the block's local rows ``[q0, q1)`` and columns ``[k0, k1)`` (global positions)."""
+        qo, ko = self.q_offset, self.k_offset
+        return lazy.tile(q0 + qo, q1 + qo, k0 + ko, k1 + ko, L=self.L, S=self.S, device=device)
 
 
 def tiled_unsupported(call: AttentionCall) -> str | None:
@@ -131,6 +157,17 @@ def tiled_attention(call: AttentionCall, *, tile_q: int | None = None, tile_k: i
     reason = tiled_unsupported(call)
     if reason:
         raise ValueError(f"backend 'tiled' cannot compute this call: {reason}")
+    plan, qf, kf, v, bias_input, params = prepare_tiled(call, tile_q=tile_q, tile_k=tile_k)
+    return _TiledAttention.apply(plan, qf, kf, v, bias_input, *params)
+
+
+def prepare_tiled(call: AttentionCall, *, tile_q: int | None = None, tile_k: int | None = None):
+    """The tiled kernel's inputs for ``call``: ``(plan, qf, kf, v, bias_tensor, params)``.
+
+    ``qf``/``kf`` are the score's query/key features (projected once by ordinary autograd), ``v`` the
+    values, all expanded to the batch shape; ``bias_tensor`` a plain bias tensor (else ``None``);
+    ``params`` the score's, then the lazy bias's, then the modifier's differentiable tensors.
+    """
     qf, kf, score_params, fn = _features(call)
     shape = call.batch_shape
     qf = qf.expand(*shape, *qf.shape[-2:])  # (..., L, D)
@@ -149,12 +186,12 @@ def tiled_attention(call: AttentionCall, *, tile_q: int | None = None, tile_k: i
     bias_params = [] if lazy_bias is None else lazy_bias.parameters()
     modifier_params = [] if call.modifier is None else call.modifier.parameters()
     dtype = torch.float32 if v.dtype in (torch.float16, torch.bfloat16) else v.dtype
-    plan = _Plan(
+    plan = TilePlan(
         kind=call.kind, fn=fn, n_score_params=len(score_params), n_bias_params=len(bias_params), mask=call.mask,
         bias=lazy_bias, modifier=call.modifier, L=call.L, S=call.S, tile_q=tq, tile_k=tk, compute_dtype=dtype,
         compiled=call.kind == "additive" and _compile_worthwhile(qf, kf, call, dtype),
     )
-    return _TiledAttention.apply(plan, qf, kf, v, bias_input, *score_params, *bias_params, *modifier_params)
+    return plan, qf, kf, v, bias_input, [*score_params, *bias_params, *modifier_params]
 
 
 def tiled_backend(call: AttentionCall) -> AttentionOutput:
@@ -166,15 +203,19 @@ def tiled_backend(call: AttentionCall) -> AttentionOutput:
 # the tile loop, shared by forward and backward
 
 
-def _tiles(plan: _Plan, q0: int, q1: int, device: torch.device):
-    """Yield ``(k0, k1, allowed)`` for the key tiles a query block may attend to.
+def _tiles(plan: TilePlan, q0: int, q1: int, n_keys: int, device: torch.device):
+    """Yield ``(k0, k1, allowed)`` for the key tiles (of a block of ``n_keys``) a query tile may attend to.
 
     ``allowed`` is the tile's bool mask, broadcastable to ``(..., Tq, Tk)``, or ``None`` (no mask).
     """
-    lo, hi = (0, plan.S) if plan.mask is None else plan.mask.kv_bounds(q0, q1, L=plan.L, S=plan.S)
+    lo, hi = 0, n_keys
+    if plan.mask is not None:
+        qo, ko = plan.q_offset, plan.k_offset
+        g_lo, g_hi = plan.mask.kv_bounds(q0 + qo, q1 + qo, L=plan.L, S=plan.S)  # global key bounds
+        lo, hi = min(n_keys, max(0, g_lo - ko)), max(0, min(n_keys, g_hi - ko))
     for k0 in range(lo, max(lo, hi), plan.tile_k):
         k1 = min(hi, k0 + plan.tile_k)
-        allowed = None if plan.mask is None else plan.mask.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
+        allowed = None if plan.mask is None else plan.lazy_tile(plan.mask, q0, q1, k0, k1, device)
         if allowed is not None and not bool(allowed.any()):
             continue  # the mask rules the whole tile out
         yield k0, k1, allowed
@@ -240,7 +281,7 @@ def _pad_rows(x: Tensor, n: int) -> Tensor:
     return (x if short == 0 else torch.nn.functional.pad(x, (0, 0, 0, short))).contiguous()
 
 
-def _additive_scores(plan: _Plan, uq_t: Tensor, uk_t: Tensor, w: Tensor) -> Tensor:
+def _additive_scores(plan: TilePlan, uq_t: Tensor, uk_t: Tensor, w: Tensor) -> Tensor:
     global _COMPILE_FAILED
     if plan.compiled:
         tq, tk = uq_t.shape[-2], uk_t.shape[-2]
@@ -256,7 +297,7 @@ def _additive_scores(plan: _Plan, uq_t: Tensor, uk_t: Tensor, w: Tensor) -> Tens
     return _additive_scores_eager(uq_t, uk_t, w)
 
 
-def _additive_grads(plan: _Plan, uq_t: Tensor, uk_t: Tensor, w: Tensor, ds: Tensor):
+def _additive_grads(plan: TilePlan, uq_t: Tensor, uk_t: Tensor, w: Tensor, ds: Tensor):
     global _COMPILE_FAILED
     if plan.compiled:
         tq, tk = uq_t.shape[-2], uk_t.shape[-2]
@@ -278,7 +319,7 @@ def _additive_hidden(uq_t: Tensor, uk_t: Tensor) -> Tensor:
     return torch.sigmoid_(uq_t.unsqueeze(-2) + uk_t.unsqueeze(-3))  # (..., Tq, Tk, A)
 
 
-def _tile_scores(plan: _Plan, qf_t: Tensor, kf_t: Tensor, params: tuple[Tensor, ...]) -> Tensor:
+def _tile_scores(plan: TilePlan, qf_t: Tensor, kf_t: Tensor, params: tuple[Tensor, ...]) -> Tensor:
     """Raw scores of one tile ``(..., Tq, Tk)`` (no bias, no mask); half-precision dot products in float32."""
     if plan.kind == "dot":
         cd = plan.compute_dtype
@@ -298,16 +339,16 @@ def _masked_scores(plan, raw: Tensor, bias_t, q0, q1, k0, k1, allowed) -> Tensor
     s = raw.to(plan.compute_dtype)
     bias = TensorBias(bias_t) if bias_t is not None else plan.bias
     if bias is not None:
-        s = s + bias.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=raw.device).to(plan.compute_dtype)
+        s = s + plan.lazy_tile(bias, q0, q1, k0, k1, raw.device).to(plan.compute_dtype)
     if allowed is not None:
         s = s.masked_fill(~allowed, float("-inf"))
     return s  # (..., Tq, Tk)
 
 
-def _lazy_grads(lazy, q0, q1, k0, k1, plan: _Plan, params: tuple[Tensor, ...], grad: Tensor, device):
+def _lazy_grads(lazy, q0, q1, k0, k1, plan: TilePlan, params: tuple[Tensor, ...], grad: Tensor, device):
     """Gradients of ``params`` through one tile of a lazy bias or modifier, given the tile's gradient ``grad``."""
     with torch.enable_grad():
-        t = lazy.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device)
+        t = plan.lazy_tile(lazy, q0, q1, k0, k1, device)
         if not t.requires_grad:
             return [None] * len(params)
         return torch.autograd.grad(t, params, _reduce_to(grad, t.shape).to(t.dtype), allow_unused=True)
@@ -328,6 +369,136 @@ def _slices(shape: torch.Size, q0, q1, k0, k1) -> tuple:
     return (Ellipsis, rows, cols) if len(shape) >= 2 else (Ellipsis, cols)
 
 
+def forward_block(plan: TilePlan, qf: Tensor, kf: Tensor, v: Tensor, bias_t: Tensor | None,
+                  params: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+    """Online softmax of one block of queries over one block of keys: ``(out, lse)``.
+
+    ``qf (..., Lb, D)``, ``kf (..., Sb, D)``, ``v (..., Sb, Dv)`` hold the plane's rows from
+    ``plan.q_offset`` and columns from ``plan.k_offset``; masks and biases are evaluated there.
+    Returns ``out (..., Lb, Dv)`` and ``lse (..., Lb)`` in ``plan.compute_dtype``; a row with no
+    allowed key in the block has ``out = 0`` and ``lse = +inf`` (so that ``exp(s - lse) = 0``).
+    """
+    dtype = plan.compute_dtype
+    device = qf.device
+    batch = qf.shape[:-2]
+    n_q, n_k = qf.shape[-2], kf.shape[-2]
+    out = torch.zeros((*batch, n_q, v.shape[-1]), dtype=dtype, device=device)  # (..., Lb, Dv)
+    lse = torch.full((*batch, n_q), float("inf"), dtype=dtype, device=device)  # (..., Lb)
+    vc = v.to(dtype)
+    for q0 in range(0, n_q, plan.tile_q):
+        q1 = min(n_q, q0 + plan.tile_q)
+        m = torch.full((*batch, q1 - q0, 1), float("-inf"), dtype=dtype, device=device)  # (..., Tq, 1)
+        ell = torch.zeros_like(m)
+        acc = torch.zeros((*batch, q1 - q0, v.shape[-1]), dtype=dtype, device=device)  # (..., Tq, Dv)
+        for k0, k1, allowed in _tiles(plan, q0, q1, n_k, device):
+            raw = _tile_scores(plan, qf[..., q0:q1, :], kf[..., k0:k1, :], params)
+            s = _masked_scores(plan, raw, bias_t, q0, q1, k0, k1, allowed)
+            m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True))
+            m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+            p = torch.exp(s - m_safe)  # (..., Tq, Tk); 0 where masked
+            alpha = torch.exp(m - m_safe)  # 0 while m = -inf
+            ell = ell * alpha + p.sum(dim=-1, keepdim=True)
+            if plan.modifier is not None:  # the factor multiplies the weights only, not the normaliser
+                p = p * plan.lazy_tile(plan.modifier, q0, q1, k0, k1, device).to(dtype)
+            acc = acc * alpha + torch.matmul(p, vc[..., k0:k1, :])
+            m = m_new
+        nonempty = ell > 0
+        out[..., q0:q1, :] = acc / torch.where(nonempty, ell, torch.ones_like(ell))
+        block_lse = torch.where(nonempty, m + torch.log(ell), torch.full_like(m, float("inf")))
+        lse[..., q0:q1] = block_lse.squeeze(-1)
+    return out, lse
+
+
+def backward_block(plan: TilePlan, qf: Tensor, kf: Tensor, v: Tensor, bias_t: Tensor | None,
+                   params: tuple[Tensor, ...], do: Tensor, delta: Tensor, lse: Tensor,
+                   need: tuple[bool, ...], into: tuple[Tensor, Tensor, Tensor] | None = None,
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, list[Tensor]]:
+    """Gradients of one block pair (see :func:`forward_block`) given the *final* row statistics.
+
+    ``do (..., Lb, Dv)`` the output's gradient, ``delta (..., Lb)`` = ``rowsum(do * o)`` of the final
+    output, ``lse (..., Lb)`` the final log-sum-exp (``+inf`` for empty rows), all in
+    ``plan.compute_dtype``; ``need`` = ``ctx.needs_input_grad`` of ``(plan, qf, kf, v, bias_t, *params)``.
+    Returns ``(dqf, dkf, dv, dbias, dparams)`` in ``plan.compute_dtype`` (``dbias`` over the whole
+    bias tensor, or ``None``); each is this block pair's share, to be summed over the blocks.
+    ``into``: ``(dqf, dkf, dv)`` buffers (``plan.compute_dtype``) to accumulate into instead of new ones.
+    """
+    dtype = plan.compute_dtype
+    device = qf.device
+    n_q, n_k = qf.shape[-2], kf.shape[-2]
+    vc = v.to(dtype)
+    if into is None:
+        dqf, dkf, dv = (torch.zeros_like(t, dtype=dtype) for t in (qf, kf, v))
+    else:
+        dqf, dkf, dv = into
+    dbias = torch.zeros_like(bias_t, dtype=dtype) if bias_t is not None and need[4] else None
+    dparams: list[Tensor] = [torch.zeros_like(p, dtype=dtype) for p in params]
+    ns, nb = plan.n_score_params, plan.n_bias_params
+    score_params, bias_params, modifier_params = params[:ns], params[ns : ns + nb], params[ns + nb :]
+    need_bias_params = any(need[5 + ns : 5 + ns + nb])
+    need_modifier_params = any(need[5 + ns + nb :])
+    qo, ko = plan.q_offset, plan.k_offset
+
+    def accumulate(offset: int, grads) -> None:
+        for i, g_ in enumerate(grads, start=offset):
+            if g_ is not None:
+                dparams[i] += g_.to(dtype)
+
+    for q0 in range(0, n_q, plan.tile_q):
+        q1 = min(n_q, q0 + plan.tile_q)
+        lse_t = lse[..., q0:q1, None]  # (..., Tq, 1)
+        do_t = do[..., q0:q1, :]  # (..., Tq, Dv)
+        delta_t = delta[..., q0:q1, None]  # (..., Tq, 1)
+        for k0, k1, allowed in _tiles(plan, q0, q1, n_k, device):
+            qf_t, kf_t = qf[..., q0:q1, :], kf[..., k0:k1, :]
+            if plan.kind == "pairwise":  # scores once, with the graph kept for the score's backward
+                with torch.enable_grad():
+                    qt = qf_t.detach().requires_grad_()
+                    kt = kf_t.detach().requires_grad_()
+                    st = _tile_scores(plan, qt, kt, params)
+                raw = st.detach()
+            else:
+                raw = _tile_scores(plan, qf_t, kf_t, params)
+            s = _masked_scores(plan, raw, bias_t, q0, q1, k0, k1, allowed)
+            p = torch.exp(s - lse_t)  # (..., Tq, Tk): the normalised softmax weights
+            dp = torch.matmul(do_t, vc[..., k0:k1, :].transpose(-1, -2))  # (..., Tq, Tk)
+            if plan.modifier is not None:
+                g = plan.lazy_tile(plan.modifier, q0, q1, k0, k1, device).to(dtype)
+                w = p * g  # (..., Tq, Tk)
+                if need_modifier_params:  # d loss / d g = p * dP
+                    accumulate(ns + nb, _lazy_grads(plan.modifier, q0, q1, k0, k1, plan, modifier_params,
+                                                    p * dp, device))
+                ds = p * (g * dp - delta_t)
+            else:
+                w = p
+                ds = p * (dp - delta_t)
+            dv[..., k0:k1, :] += torch.matmul(w.transpose(-1, -2), do_t)
+            if dbias is not None:
+                idx = _slices(bias_t.shape, q0 + qo, q1 + qo, k0 + ko, k1 + ko)
+                dbias[idx] += _reduce_to(ds, dbias[idx].shape)
+            if need_bias_params:
+                accumulate(ns, _lazy_grads(plan.bias, q0, q1, k0, k1, plan, bias_params, ds, device))
+            # the score's backward on this tile
+            if plan.kind == "dot":
+                dsc = ds.to(qf.dtype)
+                dqf[..., q0:q1, :] += torch.matmul(dsc, kf_t)
+                dkf[..., k0:k1, :] += torch.matmul(dsc.transpose(-1, -2), qf_t)
+            elif plan.kind == "additive":
+                # s = sigmoid(u_i + u_j)^T w: dw = sum_ij ds_ij h_ij, du = ds_ij h (1 - h) w per query / key
+                dw, duq, duk = _additive_grads(plan, qf_t, kf_t, params[0], ds.to(qf.dtype))
+                dparams[0] += dw.to(dtype)
+                dqf[..., q0:q1, :] += duq
+                dkf[..., k0:k1, :] += duk
+            else:
+                g_st = _reduce_to(ds, st.shape).to(st.dtype)
+                grads = torch.autograd.grad(st, [qt, kt, *score_params], g_st, allow_unused=True)
+                if grads[0] is not None:
+                    dqf[..., q0:q1, :] += grads[0].to(dtype)
+                if grads[1] is not None:
+                    dkf[..., k0:k1, :] += grads[1].to(dtype)
+                accumulate(0, grads[2:])
+    return dqf, dkf, dv, dbias, dparams
+
+
 class _TiledAttention(torch.autograd.Function):
     """Forward keeps ``o`` and ``lse``; backward recomputes the scores tile by tile.
 
@@ -336,117 +507,22 @@ class _TiledAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, plan: _Plan, qf, kf, v, bias_t, *params):
-        dtype = plan.compute_dtype
-        device = qf.device
-        batch = qf.shape[:-2]
-        out = torch.zeros((*batch, plan.L, v.shape[-1]), dtype=v.dtype, device=device)  # (..., L, Dv)
-        lse = torch.full((*batch, plan.L), float("inf"), dtype=dtype, device=device)  # (..., L)
-        vc = v.to(dtype)
-        for q0 in range(0, plan.L, plan.tile_q):
-            q1 = min(plan.L, q0 + plan.tile_q)
-            m = torch.full((*batch, q1 - q0, 1), float("-inf"), dtype=dtype, device=device)  # (..., Tq, 1)
-            ell = torch.zeros_like(m)
-            acc = torch.zeros((*batch, q1 - q0, v.shape[-1]), dtype=dtype, device=device)  # (..., Tq, Dv)
-            for k0, k1, allowed in _tiles(plan, q0, q1, device):
-                raw = _tile_scores(plan, qf[..., q0:q1, :], kf[..., k0:k1, :], params)
-                s = _masked_scores(plan, raw, bias_t, q0, q1, k0, k1, allowed)
-                m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True))
-                m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
-                p = torch.exp(s - m_safe)  # (..., Tq, Tk); 0 where masked
-                alpha = torch.exp(m - m_safe)  # 0 while m = -inf
-                ell = ell * alpha + p.sum(dim=-1, keepdim=True)
-                if plan.modifier is not None:  # the factor multiplies the weights only, not the normaliser
-                    p = p * plan.modifier.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device).to(dtype)
-                acc = acc * alpha + torch.matmul(p, vc[..., k0:k1, :])
-                m = m_new
-            nonempty = ell > 0
-            out[..., q0:q1, :] = (acc / torch.where(nonempty, ell, torch.ones_like(ell))).to(v.dtype)
-            block_lse = torch.where(nonempty, m + torch.log(ell), torch.full_like(m, float("inf")))
-            lse[..., q0:q1] = block_lse.squeeze(-1)
+    def forward(ctx, plan: TilePlan, qf, kf, v, bias_t, *params):
+        out, lse = forward_block(plan, qf, kf, v, bias_t, params)
+        out = out.to(v.dtype)  # (..., L, Dv)
         ctx.plan = plan
         ctx.save_for_backward(qf, kf, v, bias_t, out, lse, *params)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        plan: _Plan = ctx.plan
+        plan: TilePlan = ctx.plan
         qf, kf, v, bias_t, out, lse, *params = ctx.saved_tensors
         params = tuple(params)
-        dtype = plan.compute_dtype
-        device = qf.device
         need = ctx.needs_input_grad  # (plan, qf, kf, v, bias_t, *params)
-        do = grad_out.to(dtype)
-        vc = v.to(dtype)
-        delta = (do * out.to(dtype)).sum(dim=-1)  # (..., L)
-        dqf = torch.zeros_like(qf, dtype=dtype)
-        dkf = torch.zeros_like(kf, dtype=dtype)
-        dv = torch.zeros_like(v, dtype=dtype)
-        dbias = torch.zeros_like(bias_t, dtype=dtype) if bias_t is not None and need[4] else None
-        dparams: list[Tensor | None] = [torch.zeros_like(p, dtype=dtype) for p in params]
-        ns, nb = plan.n_score_params, plan.n_bias_params
-        score_params, bias_params, modifier_params = params[:ns], params[ns : ns + nb], params[ns + nb :]
-        need_bias_params = any(need[5 + ns : 5 + ns + nb])
-        need_modifier_params = any(need[5 + ns + nb :])
-
-        def accumulate(offset: int, grads) -> None:
-            for i, g_ in enumerate(grads, start=offset):
-                if g_ is not None:
-                    dparams[i] += g_.to(dtype)
-
-        for q0 in range(0, plan.L, plan.tile_q):
-            q1 = min(plan.L, q0 + plan.tile_q)
-            lse_t = lse[..., q0:q1, None]  # (..., Tq, 1)
-            do_t = do[..., q0:q1, :]  # (..., Tq, Dv)
-            delta_t = delta[..., q0:q1, None]  # (..., Tq, 1)
-            for k0, k1, allowed in _tiles(plan, q0, q1, device):
-                qf_t, kf_t = qf[..., q0:q1, :], kf[..., k0:k1, :]
-                if plan.kind == "pairwise":  # scores once, with the graph kept for the score's backward
-                    with torch.enable_grad():
-                        qt = qf_t.detach().requires_grad_()
-                        kt = kf_t.detach().requires_grad_()
-                        st = _tile_scores(plan, qt, kt, params)
-                    raw = st.detach()
-                else:
-                    raw = _tile_scores(plan, qf_t, kf_t, params)
-                s = _masked_scores(plan, raw, bias_t, q0, q1, k0, k1, allowed)
-                p = torch.exp(s - lse_t)  # (..., Tq, Tk): the normalised softmax weights
-                dp = torch.matmul(do_t, vc[..., k0:k1, :].transpose(-1, -2))  # (..., Tq, Tk)
-                if plan.modifier is not None:
-                    g = plan.modifier.tile(q0, q1, k0, k1, L=plan.L, S=plan.S, device=device).to(dtype)
-                    w = p * g  # (..., Tq, Tk)
-                    if need_modifier_params:  # d loss / d g = p * dP
-                        accumulate(ns + nb, _lazy_grads(plan.modifier, q0, q1, k0, k1, plan, modifier_params,
-                                                        p * dp, device))
-                    ds = p * (g * dp - delta_t)
-                else:
-                    w = p
-                    ds = p * (dp - delta_t)
-                dv[..., k0:k1, :] += torch.matmul(w.transpose(-1, -2), do_t)
-                if dbias is not None:
-                    idx = _slices(bias_t.shape, q0, q1, k0, k1)
-                    dbias[idx] += _reduce_to(ds, dbias[idx].shape)
-                if need_bias_params:
-                    accumulate(ns, _lazy_grads(plan.bias, q0, q1, k0, k1, plan, bias_params, ds, device))
-                # the score's backward on this tile
-                if plan.kind == "dot":
-                    dsc = ds.to(qf.dtype)
-                    dqf[..., q0:q1, :] += torch.matmul(dsc, kf_t)
-                    dkf[..., k0:k1, :] += torch.matmul(dsc.transpose(-1, -2), qf_t)
-                elif plan.kind == "additive":
-                    # s = sigmoid(u_i + u_j)^T w: dw = sum_ij ds_ij h_ij, du = ds_ij h (1 - h) w per query / key
-                    dw, duq, duk = _additive_grads(plan, qf_t, kf_t, params[0], ds.to(qf.dtype))
-                    dparams[0] += dw.to(dtype)
-                    dqf[..., q0:q1, :] += duq
-                    dkf[..., k0:k1, :] += duk
-                else:
-                    g_st = _reduce_to(ds, st.shape).to(st.dtype)
-                    grads = torch.autograd.grad(st, [qt, kt, *score_params], g_st, allow_unused=True)
-                    if grads[0] is not None:
-                        dqf[..., q0:q1, :] += grads[0].to(dtype)
-                    if grads[1] is not None:
-                        dkf[..., k0:k1, :] += grads[1].to(dtype)
-                    accumulate(0, grads[2:])
+        do = grad_out.to(plan.compute_dtype)
+        delta = (do * out.to(plan.compute_dtype)).sum(dim=-1)  # (..., L)
+        dqf, dkf, dv, dbias, dparams = backward_block(plan, qf, kf, v, bias_t, params, do, delta, lse, need)
         return (
             None,
             dqf.to(qf.dtype) if need[1] else None,

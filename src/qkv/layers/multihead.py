@@ -33,6 +33,7 @@ from qkv.functional.checks import check_dropout, check_flag, check_positive_int
 from qkv.functional.masks import Mask, MaskLike
 from qkv.functional.masks import window as window_mask
 from qkv.functional.output import AttentionOutput
+from qkv.kernels import ring
 from qkv.layers.cache import CrossAttentionCache, KVCache
 from qkv.layers.common import ScoreArg, build_score, check_inputs, with_output
 from qkv.positional.rotary import Rotary
@@ -79,6 +80,11 @@ class MultiHeadAttention(nn.Module):
             (query ``i`` sees keys ``|j - i| <= window``, bottom-right aligned, so cached decoding works),
             intersected with the call's ``mask`` (seed 003: self-attention over long speech frame sequences
             attends to a neighbourhood). ``None`` (default): no window.
+        sequence_parallel: sequence parallelism by ring attention (:mod:`qkv.kernels.ring`): ``True`` uses
+            the enclosing ``qkv.kernels.ring.sequence_parallel()`` block at call time, or pass a
+            :class:`~qkv.kernels.ring.SequenceParallel`. Inputs are then this rank's shards of the
+            sequence; masks, biases, windows and RoPE use global positions. No cache, weights or
+            attention dropout. ``None`` (default): ordinary attention.
     """
 
     def __init__(
@@ -97,6 +103,7 @@ class MultiHeadAttention(nn.Module):
         window: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        sequence_parallel: bool | ring.SequenceParallel | None = None,
     ) -> None:
         super().__init__()
         E = check_positive_int("query_dim", query_dim)
@@ -136,6 +143,10 @@ class MultiHeadAttention(nn.Module):
         if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 0):
             raise ValueError(f"window must be None or an int >= 0, got {window!r}")
         self.window = window
+        if not (sequence_parallel is None or isinstance(sequence_parallel, (bool, ring.SequenceParallel))):
+            raise TypeError("sequence_parallel must be None, a bool or a qkv.kernels.ring.SequenceParallel, got "
+                            f"{type(sequence_parallel).__name__}")
+        self.sequence_parallel = sequence_parallel or None
         self._init_projections()
 
     def reset_parameters(self) -> None:
@@ -197,9 +208,11 @@ class MultiHeadAttention(nn.Module):
                 query, key, value, query_dim=self.query_dim, key_dim=self.key_dim, value_dim=self.value_dim
             )
         offset = cache.position if isinstance(cache, KVCache) else 0
+        sp = self._sharding(cache, return_weights)
         q = rearrange(self.q_proj(query), "b l (h d) -> b h l d", h=self.num_heads)  # (B, H, L, d)
         if self.rotary is not None:
-            q = self.rotary(q, offset=offset)
+            q = self.rotary(q, offset=offset) if sp is None else self.rotary(q, positions=sp.positions(
+                q.shape[-2], device=q.device))
         state = cache
         if reuse:
             k, v = cache.key, cache.value  # (B, Hkv, S, d)
@@ -209,7 +222,8 @@ class MultiHeadAttention(nn.Module):
             k = rearrange(self.k_proj(key), "b s (h d) -> b h s d", h=self.num_kv_heads)  # (B, Hkv, S, d)
             v = rearrange(self.v_proj(value), "b s (h d) -> b h s d", h=self.num_kv_heads)  # (B, Hkv, S, d)
             if self.rotary is not None:
-                k = self.rotary(k, offset=offset)
+                k = self.rotary(k, offset=offset) if sp is None else self.rotary(k, positions=sp.positions(
+                    k.shape[-2], device=k.device))
             if isinstance(cache, KVCache):
                 if self.window is not None and cache.window is not None and cache.window < self.window + 1:
                     raise ValueError(
@@ -225,7 +239,7 @@ class MultiHeadAttention(nn.Module):
         if self.window is not None:
             band = window_mask(self.window)
             mask = band if mask is None else band & mask
-        if mask is not None and q.shape[-2] == 1:
+        if mask is not None and q.shape[-2] == 1 and sp is None:
             mask = _unless_all_allowed(mask, k.shape[-2], q.device)
         if self.position_bias is not None:
             pb = self.position_bias() if isinstance(self.position_bias, nn.Module) else self.position_bias
@@ -237,11 +251,25 @@ class MultiHeadAttention(nn.Module):
         out = attend(
             q, k, v, score=self.score, mask=mask, bias=bias,
             dropout=self.dropout if self.training else 0.0, return_weights=return_weights,
+            **({} if sp is None else {"backend": "ring", "group": sp}),
         )
         output = self.out_proj(rearrange(out.output, "b h l d -> b l (h d)"))  # (B, L, E)
         if cache is None:
             return with_output(out, output)
         return dataclasses.replace(out, output=output, state=state)  # one copy of the fields per decoding step
+
+    def _sharding(self, cache, return_weights: bool) -> ring.SequenceParallel | None:
+        """The sequence-parallel sharding of this call, or ``None``."""
+        if self.sequence_parallel is None:
+            return None
+        if cache is not None or return_weights:
+            raise ValueError("sequence_parallel: ring attention takes no cache and returns no weights")
+        if isinstance(self.sequence_parallel, ring.SequenceParallel):
+            return self.sequence_parallel
+        sp = ring.current()
+        if sp is None:
+            raise ValueError("sequence_parallel=True needs an enclosing qkv.kernels.ring.sequence_parallel() block")
+        return sp
 
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:

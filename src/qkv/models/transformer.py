@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from qkv.functional.biases import Bias, BiasLike
 from qkv.functional.checks import check_dropout, check_flag, check_positive_int
 from qkv.functional.masks import MaskLike
+from qkv.kernels.ring import SequenceParallel
 from qkv.layers.cache import CrossAttentionCache, KVCache
 from qkv.layers.common import ScoreArg, check_input
 from qkv.layers.multihead import MultiHeadAttention
@@ -123,7 +124,8 @@ class _Block(nn.Module):
     """What encoder and decoder layers share: options, the self-attention, the feed-forward network."""
 
     def __init__(self, dim, num_heads, *, ff_dim, dropout, attention_dropout, activation, norm_first, norm_eps,
-                 num_kv_heads, score, bias, rotary, position_bias, window, device, dtype) -> None:
+                 num_kv_heads, score, bias, rotary, position_bias, window, device, dtype,
+                 sequence_parallel=None) -> None:
         super().__init__()
         E = check_positive_int("dim", dim)
         self.dim = E
@@ -135,7 +137,7 @@ class _Block(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.self_attn = MultiHeadAttention(
             E, num_heads, num_kv_heads=num_kv_heads, dropout=pa, proj_bias=bias, score=score, rotary=rotary,
-            position_bias=position_bias, window=window, **factory,
+            position_bias=position_bias, window=window, sequence_parallel=sequence_parallel, **factory,
         )
         self.ff = FeedForward(E, ff, activation=activation, dropout=p, bias=bias, **factory)
         self.norm1 = _layer_norm(E, norm_eps, bias, factory)
@@ -187,6 +189,8 @@ _LAYER_ARGS = """
         window: truncated (windowed) self-attention, query ``i`` seeing keys ``|j - i| <= window``
             (:class:`qkv.MultiHeadAttention`'s ``window``; cached decoding needs ``empty_cache(window=window + 1)``
             or more). ``None`` (default): no window.
+        sequence_parallel: ring attention over sequence shards (:class:`qkv.MultiHeadAttention`'s option):
+            ``True`` (the enclosing ``qkv.kernels.ring.sequence_parallel()`` block) or a ``SequenceParallel``.
 """
 
 
@@ -213,12 +217,13 @@ class TransformerEncoderLayer(_Block):
         window: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        sequence_parallel: bool | SequenceParallel | None = None,
     ) -> None:
         super().__init__(
             dim, num_heads, ff_dim=ff_dim, dropout=dropout, attention_dropout=attention_dropout,
             activation=activation, norm_first=norm_first, norm_eps=norm_eps, num_kv_heads=num_kv_heads,
             score=score, bias=bias, rotary=rotary, position_bias=position_bias, window=window, device=device,
-            dtype=dtype,
+            dtype=dtype, sequence_parallel=sequence_parallel,
         )
         self.norm2 = _layer_norm(self.dim, norm_eps, bias, {"device": device, "dtype": dtype})
         self.dropout2 = nn.Dropout(self.dropout1.p)
@@ -293,18 +298,20 @@ class TransformerDecoderLayer(_Block):
         memory_dim: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        sequence_parallel: bool | SequenceParallel | None = None,
     ) -> None:
         super().__init__(
             dim, num_heads, ff_dim=ff_dim, dropout=dropout, attention_dropout=attention_dropout,
             activation=activation, norm_first=norm_first, norm_eps=norm_eps, num_kv_heads=num_kv_heads,
             score=score, bias=bias, rotary=rotary, position_bias=position_bias, window=window, device=device,
-            dtype=dtype,
+            dtype=dtype, sequence_parallel=sequence_parallel,
         )
         factory = {"device": device, "dtype": dtype}
         self.memory_dim = self.dim if memory_dim is None else check_positive_int("memory_dim", memory_dim)
         self.cross_attn = MultiHeadAttention(
             self.dim, num_heads, key_dim=self.memory_dim, value_dim=self.memory_dim, num_kv_heads=num_kv_heads,
-            dropout=self.self_attn.dropout, proj_bias=bias, score=score, **factory,
+            dropout=self.self_attn.dropout, proj_bias=bias, score=score, sequence_parallel=sequence_parallel,
+            **factory,
         )
         self.norm2 = _layer_norm(self.dim, norm_eps, bias, factory)
         self.norm3 = _layer_norm(self.dim, norm_eps, bias, factory)

@@ -16,6 +16,14 @@ The loop is a :class:`Trainer` made of small parts, each a place to extend:
 * :meth:`Trainer.save` / :meth:`Trainer.restore` — checkpoints; only the main process
   (rank 0, :func:`is_main_process`) writes files, logs metrics or shows progress.
 
+Data parallelism (:func:`distributed_world`): when ``torch.distributed`` is initialised with
+more than one process (``qkv run NAME --nproc N``, or ``torchrun ... -m qkv run NAME``), the loss
+runs inside a :class:`~torch.nn.parallel.DistributedDataParallel` (which averages the gradients
+across ranks), each rank draws ``batch_size / N`` examples of the same global batch
+(:class:`ShardedSampler`), and the logged training loss, the extra statistics and the evaluation
+metrics are averaged across ranks; every rank reads the checkpoint on resume, rank 0 writes it.
+With the same global batch and seed the run matches a single-process one to float tolerance.
+
 Exact resumption: a checkpoint captures the model, the optimizer moments, every global RNG
 (:mod:`qkv.train.seeding`), the data-order generator and the current epoch's permutation,
 the early-stopping state and the partial training-loss average. Resuming from it replays the
@@ -57,6 +65,7 @@ __all__ = [
     "TrainConfig",
     "TrainState",
     "Trainer",
+    "distributed_world",
     "fit",
     "is_main_process",
     "lr_at",
@@ -71,7 +80,7 @@ class TrainConfig:
 
     Attributes:
         max_steps: optimizer steps to run (fewer if early stopping triggers).
-        batch_size: examples per step.
+        batch_size: examples per step (the global batch: data-parallel ranks take ``batch_size / N`` each).
         lr: peak learning rate of AdamW.
         weight_decay: AdamW's decoupled weight decay.
         beta1, beta2: AdamW's moment coefficients.
@@ -207,6 +216,37 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+def distributed_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the default ``torch.distributed`` group; ``(0, 1)`` when not initialised."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _LossModule(nn.Module):
+    """``loss_fn(model, batch)`` as a module's forward, so that DistributedDataParallel sees every loss."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any):
+        return self.loss_fn(self.model, batch)
+
+
+def _mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average a dict of floats over the ranks (every rank must pass the same keys)."""
+    if not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    t /= torch.distributed.get_world_size()
+    return dict(zip(keys, t.tolist(), strict=True))
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     """``batch`` with every tensor (in dicts, lists, tuples) moved to ``device``."""
     if isinstance(batch, torch.Tensor):
@@ -331,6 +371,7 @@ class Trainer:
         main_process: bool | None = None,
         rank: int = 0,
         world_size: int = 1,
+        distributed: bool | None = None,
     ) -> None:
         self.t0 = time.perf_counter()
         self.device = resolve_device(device)
@@ -339,12 +380,30 @@ class Trainer:
         if not self.params:
             raise ValueError("fit: the model has no trainable parameters")
         self.data, self.loss_fn, self.config, self.evaluate_fn = data, loss_fn, config, evaluate
-        self.sampler = ShardedSampler(len(data), config.batch_size, seed=seed, rank=rank, world_size=world_size)
+        d_rank, d_world = distributed_world()
+        self.distributed = d_world > 1 if distributed is None else bool(distributed)
+        if self.distributed and d_world == 1:
+            raise ValueError("distributed=True needs an initialised torch.distributed group of more than one process")
+        batch_size = config.batch_size
+        if self.distributed:  # data parallel: each rank takes batch_size / N of the same global batch
+            rank, world_size = d_rank, d_world
+            if batch_size % world_size:
+                raise ValueError(f"train.batch_size ({batch_size}) must be divisible by the number of processes "
+                                 f"({world_size}) for data-parallel training")
+            batch_size //= world_size
+            ids = None
+            if self.device.type == "cuda":  # this rank's GPU (the CLI pins LOCAL_RANK's with set_device)
+                ids = [torch.cuda.current_device() if self.device.index is None else self.device.index]
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                _LossModule(self.model, loss_fn), device_ids=ids, find_unused_parameters=True,
+            )  # broadcasts rank 0's parameters; averages gradients in backward
+        self.sampler = ShardedSampler(len(data), batch_size, seed=seed, rank=rank, world_size=world_size)
         self.opt = torch.optim.AdamW(
             self.params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
         )
         self.main = is_main_process() if main_process is None else main_process
         self.ckpt_path = Path(checkpoint) if checkpoint is not None and self.main else None
+        self.resume_path = Path(checkpoint) if checkpoint is not None else None  # every rank reads it
         self.metrics = metrics if self.main else None
         self.variant, self.config_hash = variant, config_hash
         self.progress, self.desc = progress and self.main, desc or variant
@@ -443,7 +502,7 @@ class Trainer:
             group["lr"] = lr
         self.model.train()
         with self.autocast():
-            out = self.loss_fn(self.model, batch)
+            out = self.ddp(batch) if self.distributed else self.loss_fn(self.model, batch)
         loss, extra = (out if isinstance(out, tuple) else (out, {}))
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -463,6 +522,10 @@ class Trainer:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
             self.opt.step()
         s.step += 1
+        if self.distributed:  # the global batch's loss and statistics: the mean over the ranks' equal shares
+            stats = _mean_across_ranks({"loss": float(loss.detach()), **extra}, self.device)
+            loss_value = stats.pop("loss")
+            return loss_value, stats, grad_norm, lr
         return float(loss.detach()), extra, grad_norm, lr
 
     # -- evaluate ----------------------------------------------------------------------------
@@ -478,6 +541,8 @@ class Trainer:
         self.model.eval()
         with torch.no_grad():
             s.last_eval = {k: float(v) for k, v in self.evaluate_fn(self.model).items()}
+        if self.distributed:  # every rank takes the same early-stopping decisions
+            s.last_eval = _mean_across_ranks(s.last_eval, self.device)
         record = {"variant": self.variant, "split": "eval", "step": s.step, **s.last_eval}
         s.history.append(record)
         if self.metrics is not None:
@@ -512,8 +577,10 @@ class Trainer:
 
     def run(self, *, resume: bool = False) -> FitResult:
         s, config = self.state, self.config
-        if resume and self.ckpt_path is not None and self.ckpt_path.exists():
-            finished = self.restore(self.ckpt_path)
+        if self.distributed and resume and self.resume_path is not None:
+            torch.distributed.barrier()  # no rank looks for the checkpoint before every rank has started
+        if resume and self.resume_path is not None and self.resume_path.exists():
+            finished = self.restore(self.resume_path)
             if finished:
                 if self.metrics is not None:
                     self.metrics.truncate_after(s.step, variant=self.variant)
@@ -562,6 +629,7 @@ def fit(
     main_process: bool | None = None,
     rank: int = 0,
     world_size: int = 1,
+    distributed: bool | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` with AdamW, evaluating, checkpointing and (optionally) resuming.
 
@@ -589,6 +657,10 @@ def fit(
         main_process: whether this process writes checkpoints, metrics and progress (default:
             :func:`is_main_process`, i.e. rank 0 under ``torch.distributed``).
         rank, world_size: this process's shard of the data (:class:`ShardedSampler`).
+        distributed: data-parallel training over the default ``torch.distributed`` group (``None``:
+            whenever it is initialised with more than one process): DistributedDataParallel, each rank
+            ``config.batch_size / N`` examples of the global batch, metrics averaged across ranks,
+            rank and world size taken from the group.
 
     Raises:
         qkv.train.CheckpointError: the checkpoint to resume from is unreadable, damaged or for
@@ -600,6 +672,6 @@ def fit(
     trainer = Trainer(
         model, data, loss_fn, config=config, seed=seed, evaluate=evaluate, checkpoint=checkpoint, metrics=metrics,
         variant=variant, config_hash=config_hash, progress=progress, desc=desc, device=device,
-        main_process=main_process, rank=rank, world_size=world_size,
+        main_process=main_process, rank=rank, world_size=world_size, distributed=distributed,
     )
     return trainer.run(resume=resume)

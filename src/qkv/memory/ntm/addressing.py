@@ -61,6 +61,15 @@ __all__ = [
 SHARPEN_EPS = 1e-12
 
 
+def _softmax(scores: Tensor) -> Tensor:
+    """Softmax over the last dim without a mask: :func:`torch.softmax` (which subtracts the row maximum), in float32
+    for half/bfloat16 — the same numbers as :func:`qkv.functional.normalize.softmax` with ``mask=None``, in one op
+    instead of ten (it runs several times per head per time step)."""
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        return torch.softmax(scores, -1, dtype=torch.float32).to(scores.dtype)
+    return torch.softmax(scores, -1)
+
+
 def _check_last(name: str, t: Tensor, size: int, what: str) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -97,7 +106,7 @@ class KeyStrengthCosine(nn.Module):
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
         qf, kf, _ = self.dot_features(q, k)
-        return torch.einsum("...ld,...sd->...ls", qf, kf)  # (..., L, S)
+        return qf @ kf.transpose(-1, -2)  # (..., L, S)
 
 
 def content_weights(key: Tensor, memory: Tensor, beta: Tensor, *, eps: float = 1e-8) -> Tensor:
@@ -144,9 +153,13 @@ def shift(weights: Tensor, shifts: Tensor) -> Tensor:
     if K % 2 != 1:
         raise ValueError(f"shifts must end in an odd number K = 2k + 1 of shifts -k..k, "
                          f"got shape {tuple(shifts.shape)}")
-    k = K // 2
-    rolled = torch.stack([torch.roll(weights, m, dims=-1) for m in range(-k, k + 1)], dim=-1)  # (..., N, K)
-    return torch.einsum("...nk,...k->...n", rolled, shifts)
+    k, N = K // 2, weights.shape[-1]
+    if k == 0:
+        return weights * shifts
+    # circular padding, then the K windows of length N: window j is roll(w, k - j), i.e. the shifts k, ..., -k
+    idx = torch.arange(-k, N + k, device=weights.device) % N  # (N + 2k,)
+    windows = weights[..., idx].unfold(-1, N, 1)  # (..., K, N)
+    return (shifts.flip(-1).unsqueeze(-2) @ windows).squeeze(-2)  # (..., N)
 
 
 def sharpen(weights: Tensor, gamma: Tensor, *, eps: float = SHARPEN_EPS) -> Tensor:
@@ -160,7 +173,7 @@ def sharpen(weights: Tensor, gamma: Tensor, *, eps: float = SHARPEN_EPS) -> Tens
         gamma: ``(..., 1)``, ``>= 1``.
     """
     _check_last("gamma", gamma, 1, "1")
-    return softmax(gamma * torch.log(weights.clamp_min(eps)))
+    return _softmax(gamma * torch.log(weights.clamp_min(eps)))
 
 
 class LocationAddressing(Normalizer):
@@ -182,7 +195,7 @@ class LocationAddressing(Normalizer):
         self.previous, self.gate, self.shifts, self.gamma = previous, gate, shifts, gamma
 
     def normalize(self, scores: Tensor, mask: Tensor | None) -> tuple[Tensor, None]:
-        w = interpolate(softmax(scores, mask), self.previous, self.gate)
+        w = interpolate(_softmax(scores) if mask is None else softmax(scores, mask), self.previous, self.gate)
         return sharpen(shift(w, self.shifts), self.gamma), None
 
 

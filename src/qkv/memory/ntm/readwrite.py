@@ -41,5 +41,6 @@ def write(memory: Tensor, weights: Tensor, erase: Tensor, add: Tensor) -> Tensor
     if weights.shape[-1] != N or erase.shape[-1] != M or add.shape[-1] != M:
         raise ValueError(f"for memory {tuple(memory.shape)} need weights (..., H, {N}), erase and add (..., H, {M}); "
                          f"got {tuple(weights.shape)}, {tuple(erase.shape)}, {tuple(add.shape)}")
-    keep = 1.0 - torch.einsum("...hn,...hm->...hnm", weights, erase)  # (..., H, N, M)
-    return memory * keep.prod(dim=-3) + torch.einsum("...hn,...hm->...nm", weights, add)
+    keep = 1.0 - weights.unsqueeze(-1) * erase.unsqueeze(-2)  # (..., H, N, M): 1 - w_h(i) e_h
+    keep = keep.squeeze(-3) if keep.shape[-3] == 1 else keep.prod(dim=-3)  # (..., N, M)
+    return memory * keep + weights.transpose(-1, -2) @ add  # (..., N, M): the adds summed over heads

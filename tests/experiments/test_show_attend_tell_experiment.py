@@ -1,0 +1,89 @@
+"""The show-attend-tell experiment: alignment and chance by hand, a tiny run's determinism and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from qkv.experiments import all_experiments
+from qkv.experiments.runner import run_experiment
+from qkv.experiments.show_attend_tell import alignment, gradient_variance, majority_token_accuracy
+from qkv.models.show_attend_tell import ShowAttendTell
+from qkv.tasks.digit_captions import DigitCaptions
+
+TINY = ["data.train_canvases=48", "data.valid_canvases=8", "data.test_canvases=8", "data.canvas=24", "data.grid=2",
+        "data.max_digits=3", "model.channels=4,4", "model.annotation_dim=8", "model.embed_dim=8",
+        "model.hidden_dim=8", "model.attention_dim=4", "train.max_steps=2", "train.eval_every=2",
+        "train.batch_size=16", "train_hard.max_steps=2", "train_hard.eval_every=2", "train_hard.batch_size=16",
+        "variance_samples=2", "variance_batch=4", "baseline_warmup=2", "shown=2"]
+
+
+def test_registered():
+    assert "show-attend-tell" in {e.name for e in all_experiments()}
+
+
+def _one_canvas() -> DigitCaptions:
+    # two digits: boxes at rows 0-8 / cols 0-8 and rows 0-8 / cols 12-20 of a 24x24 canvas
+    return DigitCaptions(images=torch.zeros(1, 1, 24, 24), tokens=torch.tensor([[1, 7, 9, 2]]),
+                         lengths=torch.tensor([4]), digits=torch.tensor([[3, 5]]),
+                         boxes=torch.tensor([[[0, 0, 8, 8], [0, 12, 8, 20]]]), counts=torch.tensor([2]))
+
+
+def test_alignment_counts_words_whose_top_cell_touches_their_digit():
+    cells = ShowAttendTell(14, image_size=24, channels=(2, 2), annotation_dim=4).cell_boxes()  # 6x6 blocks of 4 px
+    data = _one_canvas()
+    weights = torch.zeros(1, 3, 36)
+    weights[0, 0, 1] = 1.0  # block (0, 1): pixels 0-4 x 4-8, on digit 1
+    weights[0, 1, 2] = 1.0  # block (0, 2): pixels 0-4 x 8-12, between the digits: a miss
+    got = alignment(weights, torch.tensor([[7, 9, 2]]), data, cells)
+    assert got["alignment"] == 0.5 and got["aligned_words"] == 2
+    assert got["alignment_chance"] == pytest.approx(4 / 36)  # each box touches 2 x 2 of the 36 blocks
+    stopped = alignment(weights, torch.tensor([[7, 2, 0]]), data, cells)  # the caption ended after one word
+    assert stopped["aligned_words"] == 1 and stopped["alignment"] == 1.0
+
+
+def test_majority_token_accuracy_by_hand():
+    tokens = torch.tensor([[1, 4, 5, 2, 0], [1, 4, 6, 7, 2], [1, 8, 5, 2, 0]])
+    # position 1: "4" twice; 2: "5" twice; 3: eos twice; 4: eos once -> 7 of 10 real tokens
+    assert majority_token_accuracy(tokens) == pytest.approx(7 / 10)
+
+
+def test_the_baseline_reduces_the_measured_gradient_variance():
+    torch.manual_seed(0)
+    model = ShowAttendTell(14, image_size=16, attention="hard", channels=(4, 4), annotation_dim=8, embed_dim=8,
+                           hidden_dim=8, attention_dim=4)
+    g = torch.Generator().manual_seed(0)
+    batch = {"images": torch.rand(6, 1, 16, 16, generator=g), "tokens": torch.randint(4, 14, (6, 5), generator=g)}
+    got = gradient_variance(model, batch, baseline=-10.5, samples=6, seed=0)  # rewards: log p(y) ~ 4 log(1/14)
+    assert got["without"] > 2 * got["with"] > 0 and got["ratio"] == got["without"] / got["with"]
+
+
+def test_tiny_soft_run_end_to_end(tmp_path):  # the runner, training, metrics, figures (the hard path: below)
+    summary = run_experiment("show-attend-tell", overrides=[*TINY, "variants=soft"], out=tmp_path, progress=False,
+                             log=lambda m: None)
+    assert summary["status"] == "ok"
+    m = summary["metrics"]
+    assert {"soft_exact", "soft_token_acc", "soft_alignment"} <= set(m) and "hard_exact" not in m
+    assert 0 <= m["soft_alignment_chance"] <= 1
+    assert (tmp_path / "figures" / "show_attend_tell_soft.png").exists()
+    saved = json.loads((tmp_path / "show_attend_tell.json").read_text())
+    assert len(saved["variants"]["soft"]) == 2
+
+
+@pytest.mark.slow  # three tiny runs of both variants: ~15 s on a quiet machine
+def test_tiny_run_is_deterministic_and_resumes(tmp_path):
+    first = run_experiment("show-attend-tell", overrides=TINY, out=tmp_path / "a", progress=False, log=lambda m: None)
+    assert first["status"] == "ok"
+    m = first["metrics"]
+    for key in ("soft_exact", "soft_alignment", "hard_exact", "hard_alignment", "variance_ratio_init"):
+        assert key in m
+    assert m["variance_with_init"] > 0
+    assert sorted(p.name for p in (tmp_path / "a" / "figures").glob("show_attend_tell_*.png")) == [
+        "show_attend_tell_hard.png", "show_attend_tell_soft.png"]
+    second = run_experiment("show-attend-tell", overrides=TINY, out=tmp_path / "b", progress=False, log=lambda m: None)
+    assert second["metrics"] == m
+    again = run_experiment("show-attend-tell", overrides=TINY, out=tmp_path / "a", resume=True, progress=False,
+                           log=lambda m: None)
+    assert again["metrics"] == m
