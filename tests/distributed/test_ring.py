@@ -85,3 +85,22 @@ def test_sequence_parallel_with_a_group_needs_initialised_torch_distributed():
         SequenceParallel(group=object())
     with pytest.raises(ValueError, match="layout"):
         SequenceParallel(layout="striped")
+
+
+def test_ring_under_a_launcher_without_a_group_is_an_error(monkeypatch):
+    """WORLD_SIZE > 1 but no process group: each rank would silently attend over its shard alone."""
+    if dist.is_available() and dist.is_initialized():
+        pytest.skip("a process group exists in this process")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    q = torch.zeros(1, 1, 4, 2)
+    with pytest.raises(RuntimeError, match=r"WORLD_SIZE=2 .* not initialised"):
+        attend(q, q, q, backend="ring")
+    from qkv.kernels.ring import SequenceParallel
+
+    sp = SequenceParallel()  # made before a group exists (as a layer's option would be): no error until used
+    assert "not initialised" in repr(sp)
+    with pytest.raises(RuntimeError, match="WORLD_SIZE=2"):
+        sp.shard(q)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    attend(q, q, q, backend="ring")  # one process: the ring is one rank
+    assert sp.world == 1

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from qkv.experiments import all_experiments
+from qkv.experiments import all_experiments, gat_cora
 from qkv.experiments.gat_cora import GatCoraConfig, _selected, _Stopping
 from qkv.experiments.runner import run_experiment
 
@@ -48,6 +48,33 @@ def test_tiny_run_resumes_and_draws(tmp_path):
     saved = json.loads((tmp_path / "a" / "attention.json").read_text())
     assert len(saved["entropy"]) == 8 and len(saved["entropy"][0]) == 34
     assert all(e <= u + 1e-6 for e, u in zip(saved["entropy"][0], saved["uniform"], strict=True))  # max entropy
+
+
+@pytest.mark.slow
+def test_killed_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    """The early-stopping state is rebuilt from the checkpoint, so a resumed run picks the same epoch."""
+    tiny = ["dataset=karate", "seeds=1", "train.max_steps=12", "train.checkpoint_every=4", "train.patience=3"]
+    ref = run_experiment("gat-cora", overrides=tiny, out=tmp_path / "ref", progress=False, log=lambda m: None)
+    measure, calls = gat_cora._measure, {"n": 0}
+
+    def dying_measure(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # after the checkpoint of step 4, before the one of step 8
+            raise KeyboardInterrupt
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(gat_cora, "_measure", dying_measure)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("gat-cora", overrides=tiny, out=tmp_path / "run", progress=False, log=lambda m: None)
+    monkeypatch.setattr(gat_cora, "_measure", measure)
+    res = run_experiment("gat-cora", overrides=tiny, out=tmp_path / "run", resume=True, progress=False,
+                         log=lambda m: None)
+    timeless = lambda m: {k: v for k, v in m.items() if k != "cpu_s_per_run"}  # noqa: E731
+    assert timeless(res["metrics"]) == timeless(ref["metrics"])
+    evals = lambda d: [r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())  # noqa: E731
+                       if r.get("split") == "eval"]
+    assert [(r["step"], r["progress"], r["selected"]) for r in evals(tmp_path / "run")] == \
+        [(r["step"], r["progress"], r["selected"]) for r in evals(tmp_path / "ref")]
 
 
 @pytest.mark.slow

@@ -92,3 +92,5 @@ def test_errors_name_arguments_and_shapes():
         layer(torch.randn(2, 3, 4), torch.randn(2, 2, 4), question_keep=torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(TypeError, match="context must be a floating-point tensor"):
         layer(torch.ones(2, 3, 4, dtype=torch.long), torch.randn(2, 2, 4))
+    with pytest.raises(ValueError, match=r"backend must be one of .*, got 'fast'"):
+        ContextQueryAttention(4, backend="fast")

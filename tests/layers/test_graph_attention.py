@@ -126,6 +126,10 @@ def test_dropout_only_in_training_and_the_options_are_checked():
         GraphAttention(F, C, backend="edges")(x.float(), mask=torch.ones(N, N, dtype=torch.bool))
     with pytest.raises(ValueError, match="edge_attention"):
         edge_attention(torch.zeros(N + 1, 1), torch.zeros(N + 1, 1), torch.zeros(N + 1, 2), mask)
+    for backend in ("auto", "naive"):  # a graph over other nodes than the input's: the layer names the mask
+        with pytest.raises(ValueError, match=rf"mask: a graph over \(Nq, Nk\) = \({N - 1}, {N - 1}\) nodes, but "
+                                             rf"query has {N} nodes"):
+            GraphAttention(F, C, backend=backend)(x.float(), mask=qkv.masks.graph(_graph() % (N - 1), num_nodes=N - 1))
 
 
 # ---- PyTorch Geometric's GATConv with copied weights

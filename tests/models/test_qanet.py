@@ -102,3 +102,5 @@ def test_qanet_shares_the_model_encoder_across_three_passes_and_ignores_padding(
     assert bool(torch.isinf(out.logits.start[1, 5:]).all())
     with pytest.raises(ValueError, match="context must be a"):
         model(c.float(), q)
+    with pytest.raises(ValueError, match=r"context_keep must have shape \(B, L\) = \(2, 7\)"):
+        model(c, q, context_keep=torch.ones(2, 5, dtype=torch.bool))

@@ -101,5 +101,7 @@ def test_errors_name_the_argument():
         model(images, tokens[:2])
     with pytest.raises(ValueError, match="read"):
         model(images, tokens, read="peek")
+    with pytest.raises(ValueError, match=r"tokens must be ids in \[0, vocab_size = 14\), got min \d+, max 14"):
+        model(images, torch.cat([tokens[:, :1], torch.full_like(tokens[:, 1:], 14)], dim=1))
     with pytest.raises(ValueError, match="steps"):
         doubly_stochastic_penalty(torch.zeros(2, 3, 4), torch.ones(2, 4, dtype=torch.bool))

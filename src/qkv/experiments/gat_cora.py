@@ -46,6 +46,7 @@ from qkv.functional.graph import Graph
 from qkv.models.gat import GAT
 from qkv.tasks import planetoid
 from qkv.tasks.planetoid import GraphData
+from qkv.train.checkpoint import read_checkpoint_meta
 from qkv.train.loop import TensorBatches, TrainConfig
 from qkv.viz.mpl import pyplot
 
@@ -113,8 +114,8 @@ class _Stopping:
     Patience restarts whenever the validation accuracy is >= its best or the loss <= its best; the model
     kept is the last whose accuracy and loss were both at their best. ``progress`` counts the restarts
     (the Trainer's ``monitor``: patience = evaluations without a new restart), ``selected`` is 1 at an
-    evaluation where both were at their best (the epoch whose test accuracy is reported). Its state
-    lives in this object: a resumed run starts it afresh.
+    evaluation where both were at their best (the epoch whose test accuracy is reported). A resumed run
+    rebuilds the state by replaying the evaluations saved in the checkpoint (:meth:`replay`).
     """
 
     def __init__(self) -> None:
@@ -126,6 +127,15 @@ class _Stopping:
             self.progress += 1
             self.best_acc, self.best_loss = max(self.best_acc, m["val_acc"]), min(self.best_loss, m["val_loss"])
         return {**m, "progress": float(self.progress), "selected": float(acc_ok and loss_ok)}
+
+    @classmethod
+    def replay(cls, history: list[dict[str, Any]]) -> _Stopping:
+        """The state after the evaluations of a checkpoint's ``history``."""
+        stopping = cls()
+        for record in history:
+            if record.get("split") == "eval":
+                stopping(record)
+        return stopping
 
 
 def _selected(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -199,7 +209,9 @@ class GatCora(Experiment):
             model = GAT(data.x.shape[1], data.num_classes, hidden=mc.hidden, heads=mc.heads, out_heads=mc.out_heads,
                         dropout=mc.dropout, negative_slope=mc.negative_slope, backend=mc.backend)
             start = time.process_time()
-            stopping = _Stopping()
+            stopping, checkpoint = _Stopping(), ctx.checkpoint_path(variant)
+            if ctx.resume and checkpoint.exists():
+                stopping = _Stopping.replay(read_checkpoint_meta(checkpoint, config_hash=ctx.config_hash)["history"])
             fit = ctx.fit(variant, model, TensorBatches(step=torch.zeros(1)), loss_fn, train=config.train,
                           evaluate=lambda m, s=stopping: s(_measure(m, data, graph)))
             cpu = time.process_time() - start

@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -86,7 +87,6 @@ class SequenceParallel:
     def __init__(self, group: dist.ProcessGroup | None = None, *, layout: str = "zigzag") -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        self.local = not (dist.is_available() and dist.is_initialized())
         if self.local and group is not None:
             raise RuntimeError("SequenceParallel: a group was given but torch.distributed is not initialised "
                                "(call init_process_group, or launch with torchrun / `qkv run --nproc`)")
@@ -94,8 +94,21 @@ class SequenceParallel:
         self.layout = layout
 
     @property
+    def local(self) -> bool:
+        """Whether this is one process: ``torch.distributed`` is not initialised (checked at each use, so an
+        instance made before ``init_process_group`` follows the group made after it)."""
+        return not (dist.is_available() and dist.is_initialized())
+
+    @property
     def world(self) -> int:
-        return 1 if self.local else dist.get_world_size(self.group)
+        if self.local:
+            world_env = os.environ.get("WORLD_SIZE", "1")
+            if world_env.isdigit() and int(world_env) > 1:  # launched as N processes, none joined a group
+                raise RuntimeError(f"SequenceParallel: WORLD_SIZE={world_env} (launched by torchrun?) but "
+                                   "torch.distributed is not initialised, so each process would attend over its "
+                                   "own shard alone; call torch.distributed.init_process_group() first")
+            return 1
+        return dist.get_world_size(self.group)
 
     @property
     def rank(self) -> int:
@@ -151,7 +164,8 @@ class SequenceParallel:
         return target if self.group is None else dist.get_global_rank(self.group, target)
 
     def __repr__(self) -> str:
-        return f"SequenceParallel(world={self.world}, layout={self.layout!r})"
+        world = "1 (torch.distributed not initialised)" if self.local else self.world
+        return f"SequenceParallel(world={world}, layout={self.layout!r})"
 
 
 _ACTIVE: contextvars.ContextVar[SequenceParallel | None] = contextvars.ContextVar("qkv_sequence_parallel",

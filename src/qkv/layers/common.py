@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
 from torch import Tensor, nn
 
 from qkv.functional.checks import check_positive_int
@@ -61,3 +62,16 @@ def check_inputs(
 def with_output(out: AttentionOutput, output: Tensor) -> AttentionOutput:
     """``out`` with a new ``output`` and every other field (weights, scores, log_prob, state) passed through."""
     return dataclasses.replace(out, output=output)
+
+
+def check_keep(name: str, keep: object, x: Tensor) -> Tensor | None:
+    """``None`` or a bool ``(B, L)`` tensor matching ``x (B, L, ·)``; otherwise an error naming ``name``."""
+    if keep is None:
+        return None
+    if not isinstance(keep, Tensor) or keep.dtype != torch.bool:
+        got = keep.dtype if isinstance(keep, Tensor) else type(keep).__name__
+        raise TypeError(f"{name} must be a bool tensor (B, L), True = a real position, got {got}")
+    if tuple(keep.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"{name} must have shape (B, L) = {tuple(x.shape[:2])} for an input of shape "
+                         f"{tuple(x.shape)}, got {tuple(keep.shape)}")
+    return keep

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from qkv import kernels
 from qkv.functional.attention import attend
 from qkv.functional.checks import check_positive_int, check_tensor
-from qkv.layers.depthwise_conv import check_keep
+from qkv.layers.common import check_keep
 from qkv.layers.trilinear import Trilinear
 
 __all__ = ["ContextQueryAttention", "ContextQueryOutput"]
@@ -76,6 +77,8 @@ class ContextQueryAttention(nn.Module):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
         self.score = Trilinear(self.dim)
+        if backend != "auto" and backend not in kernels.BACKENDS:
+            raise ValueError(f"backend must be one of {['auto', *kernels.BACKENDS]}, got {backend!r}")
         self.backend = backend
 
     def masks(self, context: Tensor, question: Tensor, context_keep: Tensor | None,

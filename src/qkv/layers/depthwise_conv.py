@@ -16,27 +16,14 @@ False (padding) are zeroed in the input, so that they contribute nothing to real
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from qkv.functional.checks import check_positive_int, check_tensor
+from qkv.layers.common import check_keep
 
-__all__ = ["DepthwiseSeparableConv1d", "check_keep"]
-
-
-def check_keep(name: str, keep: object, x: Tensor) -> Tensor | None:
-    """``None`` or a bool ``(B, L)`` tensor matching ``x (B, L, ·)``; otherwise an error naming ``name``."""
-    if keep is None:
-        return None
-    if not isinstance(keep, Tensor) or keep.dtype != torch.bool:
-        got = keep.dtype if isinstance(keep, Tensor) else type(keep).__name__
-        raise TypeError(f"{name} must be a bool tensor (B, L), True = a real position, got {got}")
-    if tuple(keep.shape) != tuple(x.shape[:2]):
-        raise ValueError(f"{name} must have shape (B, L) = {tuple(x.shape[:2])} for an input of shape "
-                         f"{tuple(x.shape)}, got {tuple(keep.shape)}")
-    return keep
+__all__ = ["DepthwiseSeparableConv1d"]
 
 
 class DepthwiseSeparableConv1d(nn.Module):

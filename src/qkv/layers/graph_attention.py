@@ -163,6 +163,9 @@ class GraphAttention(nn.Module):
             :class:`AttentionOutput` with ``output (B, L, H·C)`` (``concat``) or ``(B, L, C)``.
         """
         q, k, v = self.project(query, key, value)
+        if isinstance(mask, Graph) and (mask.num_queries, mask.num_keys) != (q.shape[-2], k.shape[-2]):
+            raise ValueError(f"mask: a graph over (Nq, Nk) = {(mask.num_queries, mask.num_keys)} nodes, but query has "
+                             f"{q.shape[-2]} nodes and key {k.shape[-2]} (query {tuple(query.shape)})")
         p = self.dropout if self.training else 0.0
         backend = self.backend
         use_edges = backend == "edges" or (

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from qkv.functional.attention import attend
 from qkv.functional.checks import check_positive_int
 from qkv.functional.output import AttentionOutput
-from qkv.layers.common import check_input
+from qkv.layers.common import check_input, check_keep
 
 __all__ = ["MultiRepresentationalAttention"]
 
@@ -71,6 +71,7 @@ class MultiRepresentationalAttention(nn.Module):
                 f"representations must agree on (B, L), got shapes {[tuple(x.shape) for x in reps]}"
             )
         B, L = reps[0].shape[:2]
+        keep = check_keep("keep", keep, reps[0])
         projected = torch.stack([proj(x) for proj, x in zip(self.projections, reps, strict=True)], dim=2)
         # projected: (B, L, R, E); one query per token: (B, L, 1, E)
         query = self.query.to(projected.dtype).expand(B, L, 1, self.embed_dim)
@@ -78,9 +79,6 @@ class MultiRepresentationalAttention(nn.Module):
         output = rearrange(out.output, "b l 1 e -> b l e")  # (B, L, E)
         weights = None if out.weights is None else rearrange(out.weights, "b l 1 r -> b l r")  # (B, L, R)
         if keep is not None:
-            if not isinstance(keep, Tensor) or keep.dtype != torch.bool or keep.shape != (B, L):
-                shape = tuple(keep.shape) if isinstance(keep, Tensor) else type(keep).__name__
-                raise ValueError(f"keep must be a bool tensor of shape (B, L) = {(B, L)}, got {shape}")
             output = output * rearrange(keep, "b l -> b l 1").to(output.dtype)
             if weights is not None:
                 weights = weights * rearrange(keep, "b l -> b l 1").to(weights.dtype)

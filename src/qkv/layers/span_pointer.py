@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qkv.functional.checks import check_positive_int, check_tensor
-from qkv.layers.depthwise_conv import check_keep
+from qkv.layers.common import check_keep
 
 __all__ = ["SpanLogits", "SpanPointer", "best_span", "span_nll"]
 

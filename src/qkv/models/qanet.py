@@ -33,8 +33,9 @@ from torch import Tensor, nn
 
 from qkv.functional.checks import check_dropout, check_positive_int, check_tensor
 from qkv.functional.masks import key_padding
+from qkv.layers.common import check_keep
 from qkv.layers.context_query import ContextQueryAttention, ContextQueryOutput
-from qkv.layers.depthwise_conv import DepthwiseSeparableConv1d, check_keep
+from qkv.layers.depthwise_conv import DepthwiseSeparableConv1d
 from qkv.layers.multihead import MultiHeadAttention
 from qkv.layers.span_pointer import SpanLogits, SpanPointer
 from qkv.layers.stochastic_depth import StochasticDepth, survival_probability
@@ -187,8 +188,8 @@ class QANet(nn.Module):
         if context.shape[0] != question.shape[0]:
             raise ValueError(f"context and question must share the batch size, got context {tuple(context.shape)} "
                              f"and question {tuple(question.shape)}")
-        ck = context != 0 if context_keep is None else context_keep
-        qk = question != 0 if question_keep is None else question_keep
+        ck = context != 0 if context_keep is None else check_keep("context_keep", context_keep, context)
+        qk = question != 0 if question_keep is None else check_keep("question_keep", question_keep, question)
         c, q = self.embed(context, ck), self.embed(question, qk)  # (B, n, D), (B, m, D)
         att = self.cq(c, q, context_keep=ck, question_keep=qk, return_weights=return_attention)
         x = self.drop(self.resize(att.output)) * ck[..., None]  # (B, n, D)

@@ -251,6 +251,9 @@ class ShowAttendTell(nn.Module):
         if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype != torch.long or tokens.shape[1] < 2:
             got = f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, Tensor) else type(tokens).__name__
             raise ValueError(f"tokens must be a (B, T + 1) long tensor with T >= 1, got {got}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+            raise ValueError(f"tokens must be ids in [0, vocab_size = {self.vocab_size}), "
+                             f"got min {int(tokens.min())}, max {int(tokens.max())}")
         a = self.annotate(images)
         if tokens.shape[0] != a.shape[0]:
             raise ValueError(f"tokens must have the images' batch size {a.shape[0]}, got {tokens.shape[0]}")

@@ -19,6 +19,7 @@ __all__ = ["MovingAverageBaseline"]
 class MovingAverageBaseline(nn.Module):
     """:math:`b \\leftarrow \\text{decay}\\cdot b + (1 - \\text{decay})\\cdot \\overline{R}`, one update per minibatch.
 
+    Under ``torch.distributed`` the mean is taken over every rank's rewards (one all-reduce per update).
     The value and the number of updates are buffers (``value``, ``count``): a model holding this module saves
     and restores them with its ``state_dict`` (and so with :mod:`qkv.train.checkpoint`). Before the first update
     the baseline is 0; the first update sets it to the first minibatch's mean reward.
@@ -44,6 +45,11 @@ class MovingAverageBaseline(nn.Module):
             raise ValueError(f"rewards must be a non-empty tensor, got {rewards!r}")
         before = self.value.clone()
         mean = rewards.detach().double().mean()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Data parallel: fold in the global minibatch's mean, so every rank holds the same baseline (the one a
+            # single process would) and DDP's buffer broadcast from rank 0 changes nothing.
+            torch.distributed.all_reduce(mean)
+            mean /= torch.distributed.get_world_size()
         if int(self.count) == 0:
             self.value.copy_(mean)
         else:
