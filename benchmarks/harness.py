@@ -17,6 +17,13 @@ the libraries' own growth during the call). A watchdog stops a child whose RSS p
 "does not fit". Times are the minimum over ``--repeat`` runs (long cases run once). Ratios are
 between rows measured in the same invocation.
 
+On CUDA (``--device cuda``) the same cases run on the GPU: every timed region is bracketed by
+``torch.cuda.synchronize()`` (kernels are asynchronous; without it a timer measures the launch),
+peak memory is the CUDA caching allocator's (``torch.cuda.reset_peak_memory_stats`` before the
+call, ``torch.cuda.max_memory_allocated`` minus the memory allocated before it), a case that runs
+out of GPU memory is reported as "out of CUDA memory", and ``--dtype float16|bfloat16`` sets the
+inputs' and score parameters' dtype. :func:`measure` is the one place that picks the mechanism.
+
 It also measures this machine's float32 matmul throughput (the physical limit for
 dot-product attention here) and reports the dot-product rows' achieved GFLOP/s against it,
 counting ``4·B·H·L·S·D`` FLOPs forward and 2.5 times that backward (FlashAttention-2's
@@ -24,7 +31,9 @@ convention; recomputation not counted).
 
 Run ``qkv bench --help`` or ``python benchmarks/attention.py --help``. ``qkv bench transformer-lm [...]``
 runs ``transformer_lm.py`` instead (a Transformer LM's training step against ``torch.nn``, and cached
-generation against recomputation; ``qkv bench transformer-lm --help``).
+generation against recomputation; ``qkv bench transformer-lm --help``); ``qkv bench triton [...]`` runs
+``triton_attention.py`` (qkv's Triton kernels against FlashAttention, FlexAttention and naive additive
+attention on a GPU; ``qkv bench triton --help``).
 """
 
 from __future__ import annotations
@@ -41,11 +50,11 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["BACKENDS", "SCORES", "Case", "add_arguments", "main", "parse_args", "run"]
+__all__ = ["BACKENDS", "DTYPES", "SCORES", "Case", "add_arguments", "main", "measure", "parse_args", "run"]
 
 SCORES = ("scaled_dot", "additive", "bilinear", "local_p", "window")
 BACKENDS = ("naive", "sdpa", "tiled", "auto")  # auto last: it reuses the row of the backend it picks
-ALL_BACKENDS = (*BACKENDS, "flex")
+ALL_BACKENDS = (*BACKENDS, "flex", "triton")  # triton: CUDA (or TRITON_INTERPRET=1)
 HARNESS = os.path.abspath(__file__)
 _SDPA_OK = {"scaled_dot", "window", "bilinear"}  # scores of kind "dot" (bilinear: a dot of W q and k)
 #: naive's peak bytes per element of its largest tensor (B·H·L·S, times A for additive),
@@ -55,6 +64,8 @@ _NAIVE_FACTOR = {
 }
 WINDOW = 256
 LOCAL_D = 128
+DTYPES = ("float32", "float16", "bfloat16")
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -69,12 +80,13 @@ class Case:
     mem_cap_gib: float = 8.0
     modes: tuple[str, ...] = ("fwd", "fwdbwd")
     device: str = "cpu"
+    dtype: str = "float32"
 
 
 @dataclass
 class Result:
     case: Case
-    status: str = "ok"  # ok | skipped | over-cap | failed | timeout
+    status: str = "ok"  # ok | skipped | over-cap | oom | failed | timeout
     note: str = ""
     fwd_s: float | None = None
     fwd_peak: int | None = None  # bytes
@@ -88,21 +100,25 @@ class Result:
 # the child: one case in a fresh process
 
 
-def _problem(score: str, L: int, H: int, D: int, *, device: str = "cpu", requires_grad: bool = True):
+def _problem(
+    score: str, L: int, H: int, D: int, *, device: str = "cpu", requires_grad: bool = True, dtype: str = "float32"
+):
     import torch
 
     import qkv
     from qkv.functional.local import GaussianWindow
 
+    dt = getattr(torch, dtype)
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, H, L, D, generator=gen).to(device).requires_grad_(requires_grad) for _ in range(3))
+    q, k, v = (torch.randn(1, H, L, D, generator=gen).to(device, dt).requires_grad_(requires_grad)
+               for _ in range(3))
     kwargs: dict = {"score": "scaled_dot"}
     if score == "additive":
         torch.manual_seed(0)
-        kwargs["score"] = qkv.scores.Additive(D).to(device)
+        kwargs["score"] = qkv.scores.Additive(D).to(device, dt)
     elif score == "bilinear":
         torch.manual_seed(0)
-        kwargs["score"] = qkv.scores.Bilinear(D).to(device)
+        kwargs["score"] = qkv.scores.Bilinear(D).to(device, dt)
     elif score == "window":
         kwargs["mask"] = qkv.masks.window(WINDOW)
     elif score == "local_p":
@@ -135,6 +151,76 @@ def _watchdog(cap: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _is_cuda(device: str) -> bool:
+    if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return device.startswith("cuda")
+
+
+def _sync(device: str) -> None:
+    """Wait for the device's queued kernels (CUDA runs them asynchronously); nothing on a CPU."""
+    if _is_cuda(device):
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _memory_start(device: str) -> int:
+    """Start a peak-memory measurement; returns the baseline in bytes.
+
+    CUDA: the caching allocator's peak counter is reset and the baseline is the memory allocated
+    now. CPU: the process's peak RSS so far (CPU PyTorch has no peak allocator counter).
+    """
+    if _is_cuda(device):
+        import torch
+
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    return _maxrss()
+
+
+def _memory_peak(device: str, base: int) -> int:
+    """Bytes above ``base`` at the peak since :func:`_memory_start` (never negative)."""
+    if _is_cuda(device):
+        import torch
+
+        return max(0, torch.cuda.max_memory_allocated(device) - base)
+    return max(0, _maxrss() - base)
+
+
+def measure(fn, *, device: str = "cpu", repeat: int = 3, budget_s: float = 30.0) -> tuple[float, int]:
+    """``(seconds, peak bytes)`` of calling ``fn()``: the minimum time over up to ``repeat`` calls,
+    and the peak memory of the first.
+
+    Every timed call is synchronised on CUDA (:func:`_sync` before the clock starts and before it
+    stops); memory is the CUDA allocator's peak there, the peak RSS growth on a CPU. Repeats stop
+    once they have used ``budget_s`` seconds.
+
+    Raises:
+        ValueError: ``device`` is not cpu/cuda, or ``repeat`` is not a positive int.
+    """
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+        raise ValueError(f"repeat must be a positive int, got {repeat!r}")
+    _sync(device)
+    base = _memory_start(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    first = time.perf_counter() - t0
+    peak = _memory_peak(device, base)
+    del out
+    times = [first]
+    while len(times) < repeat and sum(times) + first < budget_s:
+        _sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        del out
+    return min(times), peak
+
+
 def _child(case: Case) -> dict:
     import torch
 
@@ -142,18 +228,18 @@ def _child(case: Case) -> dict:
 
     if case.threads:
         torch.set_num_threads(case.threads)
-    cuda = case.device.startswith("cuda")
+    cuda = _is_cuda(case.device)
     if not cuda:
         _watchdog(int(case.mem_cap_gib * 2**30))
     backend = case.backend
     # warm up the code paths on a small problem so that one-time costs are not measured (for the
     # additive score this also compiles the tiled kernel's tile functions, for the same tile shapes)
-    q, k, v, kw = _problem(case.score, 128, case.H, case.D, device=case.device)
+    q, k, v, kw = _problem(case.score, 128, case.H, case.D, device=case.device, dtype=case.dtype)
     os.environ["QKV_COMPILE_TILES"] = "1"
     qkv.attend(q, k, v, backend=backend, **kw).output.sum().backward()
     del os.environ["QKV_COMPILE_TILES"]
     del q, k, v, kw
-    q, k, v, kw = _problem(case.score, case.L, case.H, case.D, device=case.device)
+    q, k, v, kw = _problem(case.score, case.L, case.H, case.D, device=case.device, dtype=case.dtype)
     params = [p for p in (kw["score"].parameters() if isinstance(kw["score"], torch.nn.Module) else [])]
 
     def fwd():
@@ -162,43 +248,22 @@ def _child(case: Case) -> dict:
 
     def fwdbwd():
         out = qkv.attend(q, k, v, backend=backend, **kw).output
-        grads = torch.autograd.grad(out.sum(), [q, k, v, *params])
+        grads = torch.autograd.grad(out.float().sum(), [q, k, v, *params])
         return out, grads
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
-    if backend == "flex":  # FlexAttention compiles per shape: compile at the real size, untimed
-        fwd()
-
-    result: dict = {"status": "ok"}
-    for mode, fn in (("fwd", fwd), ("fwdbwd", fwdbwd)):
-        if mode not in case.modes:
-            continue
-        sync()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
-            base = _maxrss()
-        t0 = time.perf_counter()
-        out = fn()
-        sync()
-        first = time.perf_counter() - t0
-        peak = (torch.cuda.max_memory_allocated() if cuda else _maxrss()) - base
-        del out
-        times = [first]
-        budget = 30.0  # seconds of repeats per mode at most
-        while len(times) < case.repeat and sum(times) + first < budget:
-            t0 = time.perf_counter()
-            out = fn()
-            sync()
-            times.append(time.perf_counter() - t0)
-            del out
-        key = "fwd" if mode == "fwd" else "fb"
-        result[f"{key}_s"] = min(times)
-        result[f"{key}_peak"] = max(0, peak)
+    try:
+        result: dict = {"status": "ok"}
+        for mode, fn in (("fwd", fwd), ("fwdbwd", fwdbwd)):
+            if mode not in case.modes:
+                continue
+            if backend == "triton" or (backend == "flex" and (mode == "fwd" or cuda)):
+                fn()  # compiled per shape, backward apart (flex's CPU backward is tiled's): at the real size, untimed
+            seconds, peak = measure(fn, device=case.device, repeat=case.repeat)
+            key = "fwd" if mode == "fwd" else "fb"
+            result[f"{key}_s"] = seconds
+            result[f"{key}_peak"] = peak
+    except torch.cuda.OutOfMemoryError:
+        return {"status": "oom"}
     return result
 
 
@@ -211,12 +276,10 @@ def _matmul_gflops(threads: int, n: int = 4096, device: str = "cpu") -> float:
     torch.matmul(a, b)
     best = math.inf
     for _ in range(3):
-        if device != "cpu":
-            torch.cuda.synchronize()
+        _sync(device)
         t0 = time.perf_counter()
         torch.matmul(a, b)
-        if device != "cpu":
-            torch.cuda.synchronize()
+        _sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 
@@ -236,10 +299,10 @@ def _sdpa_masked_bytes(L: int, H: int) -> float:
     return 16 * L * L
 
 
-def _auto_choice(score: str, L: int, H: int, D: int, device: str = "cpu") -> str:
+def _auto_choice(score: str, L: int, H: int, D: int, device: str = "cpu", dtype: str = "float32") -> str:
     from qkv import kernels
 
-    q, k, v, kw = _problem(score, L, H, D, device=device)  # inputs only: no attention is computed
+    q, k, v, kw = _problem(score, L, H, D, device=device, dtype=dtype)  # inputs only: no attention is computed
     return kernels.choose(kernels.AttentionCall.build(q, k, v, **kw))
 
 
@@ -260,6 +323,9 @@ def _run_child(case: Case, timeout: float) -> Result:
             res.status, res.note = "failed", f"{mode}: {tail[:120]}"
             return res
         data = json.loads(lines[-1])
+        if data.get("status") == "oom":
+            res.status, res.note = "oom", f"{mode}: out of CUDA memory"
+            return res
         if data.get("status") == "over-cap":
             if mode == case.modes[0]:
                 res.status = "over-cap"
@@ -285,19 +351,21 @@ def run(
     modes: tuple[str, ...] = ("fwd", "fwdbwd"),
     matmul_n: int = 4096,
     device: str = "cpu",
+    dtype: str = "float32",
     measure_auto: bool = False,
     log=print,
 ) -> tuple[list[Result], dict]:
     """Measure every (score, size, backend) case; return the results and the machine info."""
     results: list[Result] = []
     info = _machine(threads, matmul_n, device)
+    info["dtype"] = dtype
     log(f"# matmul: {info['matmul_gflops']:.0f} GFLOP/s (float32 {matmul_n}², {info['threads']} threads)")
     for score in scores:
         for L in sizes:
             measured: dict[str, Result] = {}
             for backend in backends:
                 case = Case(score, L, backend, H=heads, D=dim, repeat=repeat, threads=threads,
-                            mem_cap_gib=mem_cap_gib, modes=modes, device=device)
+                            mem_cap_gib=mem_cap_gib, modes=modes, device=device, dtype=dtype)
                 if backend == "sdpa" and score not in _SDPA_OK:
                     res = Result(case, status="skipped", note="n/a (SDPA: dot-product scores only)")
                 elif backend == "naive" and _naive_bytes(score, L, heads, dim, modes[-1]) > mem_cap_gib * 2**30:
@@ -309,7 +377,7 @@ def run(
                 elif (
                     backend == "auto"
                     and not measure_auto
-                    and (choice := _auto_choice(score, L, heads, dim, device)) in measured
+                    and (choice := _auto_choice(score, L, heads, dim, device, dtype)) in measured
                 ):
                     res = Result(case, **{f: getattr(measured[choice], f) for f in
                                           ("status", "note", "fwd_s", "fwd_peak", "fb_s", "fb_peak")})
@@ -317,7 +385,7 @@ def run(
                 else:
                     res = _run_child(case, timeout)
                     if backend == "auto":
-                        res.chosen = _auto_choice(score, L, heads, dim, device)
+                        res.chosen = _auto_choice(score, L, heads, dim, device, dtype)
                 measured[backend] = res
                 results.append(res)
                 log(_line(res))
@@ -475,14 +543,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dim", type=_positive(int), default=64)
     parser.add_argument("--threads", type=_positive(int), default=None,
                         help="torch threads per case (default: torch's)")
-    parser.add_argument("--mem-cap-gib", type=_positive(float), default=8.0, help="skip/stop a case above this RSS")
+    parser.add_argument("--mem-cap-gib", type=_positive(float), default=None,
+                        help="skip/stop a case above this much memory (default: 8 GiB of RSS on a CPU; "
+                        "the GPU's total memory with --device cuda)")
     parser.add_argument("--timeout", type=_positive(float), default=900.0, help="seconds per case")
     parser.add_argument("--fwd-only", action="store_true", help="measure the forward pass only")
     parser.add_argument("--quick", action="store_true", help="small sizes (256, 512), one repeat: a smoke run")
     parser.add_argument("--measure-auto", action="store_true",
                         help="time auto in its own processes (default: reuse the row of the backend it picks)")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                        help="cpu or cuda (peak memory: CUDA allocator peak there)")
+    parser.add_argument("--device", default="cpu", choices=DEVICES,
+                        help="cpu or cuda (CUDA: synchronised timings, the CUDA allocator's peak memory)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES,
+                        help="dtype of the inputs and score parameters (float16/bfloat16: for --device cuda)")
     parser.add_argument("--markdown", default=None, help="also write the table (and machine) to this file")
     parser.add_argument("--json", default=None, help="also write raw results to this JSON file")
 
@@ -492,6 +564,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="qkv bench", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return parser.parse_args(argv)
+
+
+_PEAK_TEXT = {"cuda": "the CUDA allocator's peak above the memory allocated before",
+              "cpu": "growth of the peak RSS during"}
+
+
+def _default_mem_cap_gib(device: str) -> float:
+    """8 GiB of RSS on a CPU (a shared machine); the whole GPU's memory on CUDA."""
+    if _is_cuda(device):
+        import torch
+
+        return torch.cuda.get_device_properties(device).total_memory / 2**30
+    return 8.0
 
 
 def bench_command(args: argparse.Namespace) -> int:
@@ -506,10 +591,11 @@ def bench_command(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             print("qkv bench: --device cuda, but no CUDA GPU is available here; nothing measured.")
             return 0
+    mem_cap_gib = args.mem_cap_gib or _default_mem_cap_gib(args.device)
     results, info = run(
         sizes=sizes, scores=scores, backends=backends, repeat=repeat, heads=args.heads, dim=args.dim,
-        threads=args.threads or 0, mem_cap_gib=args.mem_cap_gib, timeout=args.timeout, modes=modes,
-        device=args.device, measure_auto=args.measure_auto,
+        threads=args.threads or 0, mem_cap_gib=mem_cap_gib, timeout=args.timeout, modes=modes,
+        device=args.device, dtype=args.dtype, measure_auto=args.measure_auto,
     )
     text = table(results, info)
     machine = (
@@ -517,8 +603,10 @@ def bench_command(args: argparse.Namespace) -> int:
         f"Python {info['python']}; float32 matmul {info['matmul_gflops']:.0f} GFLOP/s; load average "
         f"{info['load_before'][0]:.1f} before, {info['load_after'][0]:.1f} after.\n"
         f"B = 1, H = {args.heads}, D = {args.dim}; window = {WINDOW}; local-p D = {LOCAL_D} (σ = {LOCAL_D // 2}); "
-        "additive hidden width A = D.\nTimes: minimum over repeats; peak: growth of the peak RSS during the call, "
-        "in a fresh process per backend and mode (MiB). * = ratio to SDPA's dense scaled_dot of the same L "
+        f"additive hidden width A = D; dtype {args.dtype}.\nTimes: minimum over repeats"
+        f"{' (CUDA-synchronised)' if _is_cuda(args.device) else ''}; peak: "
+        f"{_PEAK_TEXT['cuda' if _is_cuda(args.device) else 'cpu']} "
+        "the call, in a fresh process per backend and mode (MiB). * = ratio to SDPA's dense scaled_dot of the same L "
         "(this score has no SDPA form). GFLOP/s: dot-product rows, 4·H·L·S·D FLOPs forward, 3.5× that "
         f"forward+backward; this machine's float32 matmul: {info['matmul_gflops']:.0f} GFLOP/s."
     )
@@ -573,6 +661,12 @@ def main(argv: list[str] | None = None) -> int:
 
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "transformer_lm.py")
         module = runpy.run_path(script, run_name="qkv_transformer_lm_bench")
+        return int(module["main"](argv[1:]))
+    if argv[:1] in (["triton"], ["triton-attention"], ["triton_attention"]):  # issue 16's GPU benchmark
+        import runpy
+
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_attention.py")
+        module = runpy.run_path(script, run_name="qkv_triton_attention_bench")
         return int(module["main"](argv[1:]))
     return bench_command(parse_args(argv))
 

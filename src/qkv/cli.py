@@ -9,6 +9,8 @@
     qkv bench [--sizes ...] [--scores ...]     attention backends: time and peak memory (benchmarks/harness.py)
     qkv bench transformer-lm [--threads N ...] a Transformer LM: training step vs torch.nn, cached generation
                                                vs recomputation (benchmarks/transformer_lm.py)
+    qkv bench triton [--quick ...]             on a CUDA GPU: the Triton kernels vs SDPA flash, FlexAttention
+                                               and naive additive attention (benchmarks/triton_attention.py)
 
 Every argument is validated before anything is written to disk. Exit codes: 0 success,
 1 runtime failure, 2 usage error (bad arguments, unknown experiment, bad ``--set``, a
@@ -111,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # `qkv bench ...` is handed to benchmarks/harness.py before parsing (see main); listed here for --help
     sub.add_parser("bench", help="time and peak memory of the attention backends (qkv bench --help); "
-                   "`qkv bench transformer-lm`: a Transformer LM's training and cached generation")
+                   "`qkv bench transformer-lm`: a Transformer LM's training and cached generation; "
+                   "`qkv bench triton`: the Triton kernels on a CUDA GPU")
     return parser
 
 

@@ -77,7 +77,8 @@ def test_tiny_run_is_deterministic_and_resumes(tmp_path):
     first = run_experiment("show-attend-tell", overrides=TINY, out=tmp_path / "a", progress=False, log=lambda m: None)
     assert first["status"] == "ok"
     m = first["metrics"]
-    for key in ("soft_exact", "soft_alignment", "hard_exact", "hard_alignment", "variance_ratio_init"):
+    for key in ("soft_exact", "soft_alignment", "hard_exact", "hard_alignment", "variance_ratio_init",
+                "variance_ratio_scratch", "variance_ratio_trained"):
         assert key in m
     assert m["variance_with_init"] > 0
     assert sorted(p.name for p in (tmp_path / "a" / "figures").glob("show_attend_tell_*.png")) == [
@@ -87,3 +88,45 @@ def test_tiny_run_is_deterministic_and_resumes(tmp_path):
     again = run_experiment("show-attend-tell", overrides=TINY, out=tmp_path / "a", resume=True, progress=False,
                            log=lambda m: None)
     assert again["metrics"] == m
+
+
+def test_hard_init_is_checked_against_the_variants():
+    from qkv.experiments.show_attend_tell import ShowAttendTellConfig
+
+    with pytest.raises(ValueError, match="hard_init must be one of"):
+        ShowAttendTellConfig(hard_init="warm")
+    with pytest.raises(ValueError, match="hard_init='soft' needs the soft variant trained first"):
+        ShowAttendTellConfig(variants=("hard",))
+    with pytest.raises(ValueError, match="hard_init='soft'"):
+        ShowAttendTellConfig(variants=("hard", "soft"))
+    assert ShowAttendTellConfig(variants=("hard",), hard_init="scratch").variants == ("hard",)
+
+
+@pytest.mark.parametrize("hard_init", ["soft", pytest.param("scratch", marks=pytest.mark.slow)])
+def test_hard_starts_from_the_trained_soft_model_or_from_scratch(tmp_path, monkeypatch, hard_init):
+    import qkv.experiments.show_attend_tell as sat
+
+    built = {}
+    original = sat._build
+    seen = {}
+
+    def recording_build(config, variant):
+        model = original(config, variant)
+        if variant == "hard":  # the weights as built, before the warm start
+            seen["hard_built"] = {k: v.clone() for k, v in model.state_dict().items()}
+        built.setdefault(variant, model)  # the first one built (the report builds another for its grid)
+        return model
+
+    monkeypatch.setattr(sat, "_build", recording_build)
+    # hard trains at a negligible rate, so its trained parameters are its initial ones
+    summary = run_experiment("show-attend-tell", overrides=[*TINY, f"hard_init={hard_init}", "train_hard.lr=1e-12"],
+                             out=tmp_path, progress=False, log=lambda m: None)
+    assert summary["status"] == "ok"
+    soft, hard = built["soft"].state_dict(), built["hard"].state_dict()
+    params = [name for name, _ in built["soft"].named_parameters()]
+    same_as_soft = all(torch.allclose(soft[k], hard[k], atol=1e-8) for k in params)
+    assert same_as_soft == (hard_init == "soft")
+    if hard_init == "scratch":
+        assert all(torch.allclose(seen["hard_built"][k], hard[k], atol=1e-8) for k in params)
+    m = summary["metrics"]  # from scratch, the start of hard training is the fresh model
+    assert (m["variance_ratio_scratch"] == m["variance_ratio_init"]) == (hard_init == "scratch")

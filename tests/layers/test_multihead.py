@@ -191,6 +191,8 @@ def test_forward_errors_name_argument_and_shape() -> None:
         mha(torch.randn(2, 3, E), mask=qkv.masks.key_padding(torch.ones(2, 3)))
     with pytest.raises(TypeError, match=r"mask must be a bool tensor"):
         mha(torch.randn(2, 3, E), mask=torch.ones(2, 3))
+    with pytest.raises(TypeError, match=r"mask must be a bool tensor"):  # one query: not dropped as "allows all"
+        mha(torch.randn(1, 1, E), torch.randn(1, 1, E), mask=torch.ones(1, 1, 1, 1))
     with pytest.raises(ValueError, match=r"mask .*\(4, 3\) does not broadcast to the scores' shape \(2, 4, 3, 3\)"):
         mha(torch.randn(2, 3, E), mask=torch.ones(4, 3, dtype=torch.bool))
     with pytest.raises(TypeError, match=r"torch\.nn\.MultiheadAttention"):

@@ -207,6 +207,66 @@ def test_adversarial_setting_stays_finite_forward_and_backward():
         assert p.grad is None or torch.isfinite(p.grad).all()
 
 
+def _unstable_tie_ntm(state_grad_clip):
+    """The failure mode of the ``ntm-repeat-copy`` NaN at small size: a uniform weighting is a fixed point of
+    sharpening (eq. 9), an unstable one — its Jacobian is gamma (I - 11^T / N) — so with location addressing only
+    (gate ~ 0, shift "stay") the gradient grows like gamma^T back through time while the forward pass stays exact.
+    Tiny memory (N = 4, M = 2, random rows so the read depends on the slot), large key strengths (beta ~ 30),
+    gamma ~ 3.1, and a uniform initial weighting."""
+    torch.manual_seed(0)
+    ntm = NTM(3, 2, controller="feedforward", controller_dim=8, memory_slots=4, memory_width=2, initial_focus=0.0,
+              memory_init="random", generator=torch.Generator().manual_seed(0), state_grad_clip=state_grad_clip)
+    P, M = ntm.head_size, 2
+    with torch.no_grad():
+        ntm.heads.weight.zero_()
+        b = ntm.heads.bias
+        b.zero_()
+        for o in (0, P):  # the read head, then the write head: key, beta, gate, shifts (-1, 0, +1), gamma
+            b[o + M], b[o + M + 1], b[o + M + 5] = 30.0, -30.0, 2.0
+            b[o + M + 2 : o + M + 5] = torch.tensor([-30.0, 30.0, -30.0])
+        b[2 * P : 2 * P + M] = -30.0  # erase nothing
+    return ntm
+
+
+@pytest.mark.parametrize("steps", [40, 160])
+def test_gradient_through_many_steps_stays_finite_and_bounded(steps):
+    """Regression test of the NaN at step 2,058 of a 12,000-step ntm-repeat-copy run. Without the per-step bound on
+    the state's gradient (``state_grad_clip=None``) the parameters' gradient is ~1e16 after 40 steps and NaN after
+    160 (float32 overflows inside backward; no clipping of the parameters' gradient afterwards can help); with it
+    (the default) the gradient stays O(1), and the forward pass is the same."""
+    x = torch.randn(2, steps, 3, generator=torch.Generator().manual_seed(1))
+    grads, outputs = {}, {}
+    for clip in (None, 1.0):
+        ntm = _unstable_tie_ntm(clip)
+        out = ntm(x, return_trace=True)
+        assert torch.isfinite(out.output).all() and torch.isfinite(out.trace.memory).all()
+        torch.testing.assert_close(out.trace.read_weights[:, -1], torch.full((2, 1, 4), 0.25))  # stays uniform
+        out.output.square().mean().backward()
+        outputs[clip] = out.output.detach()
+        grads[clip] = torch.cat([p.grad.flatten() for p in ntm.parameters() if p.grad is not None])
+    torch.testing.assert_close(outputs[None], outputs[1.0], rtol=0, atol=0)
+    unclipped = grads[None].abs().max()
+    assert not (unclipped < 1e12)  # explodes (or is NaN) without the safeguard: the test can fail
+    assert torch.isfinite(grads[1.0]).all() and grads[1.0].abs().max() < 10.0
+    if steps == 160:
+        assert not torch.isfinite(grads[None]).all()  # the NaN itself
+
+
+def test_state_gradient_bound_changes_nothing_below_it():
+    """Training-sized gradients (norm << 1) are untouched: the same parameter gradients with and without it."""
+    torch.manual_seed(0)
+    ntm = NTM(5, 4, controller_dim=16, memory_slots=8, memory_width=4)
+    x = _rand(3, 12, 5, seed=21, dtype=torch.float32)
+    grads = {}
+    for clip in (None, 1.0):
+        ntm.state_grad_clip = clip
+        ntm.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(ntm(x).output, torch.ones(3, 12, 4)).backward()
+        grads[clip] = [p.grad.clone() for p in ntm.parameters() if p.grad is not None]
+    for a, b in zip(grads[None], grads[1.0], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_same_seed_same_model_and_outputs():
     def build():
         torch.manual_seed(3)
@@ -240,6 +300,8 @@ def test_bad_arguments_are_named():
         NTM(3, 2, memory_slots=2, shift_range=1)
     with pytest.raises(ValueError, match="read_heads"):
         NTM(3, 2, read_heads=0)
+    with pytest.raises(ValueError, match="state_grad_clip"):
+        NTM(3, 2, state_grad_clip=0.0)
     with pytest.raises(ValueError, match="input_dim"):
         NTM(3, 2, memory_slots=4)(torch.randn(2, 5, 4))
     with pytest.raises(ValueError, match="shifts"):

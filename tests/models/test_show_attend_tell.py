@@ -105,3 +105,25 @@ def test_errors_name_the_argument():
         model(images, torch.cat([tokens[:, :1], torch.full_like(tokens[:, 1:], 14)], dim=1))
     with pytest.raises(ValueError, match="steps"):
         doubly_stochastic_penalty(torch.zeros(2, 3, 4), torch.ones(2, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("last_kernel", [1, 3])
+def test_each_annotation_sees_the_receptive_field_of_its_block(last_kernel):
+    # independent reference: RF = 1 + sum_l (k_l - 1) * jump_l = 1 + 2 + 2 + 2*2 + 4 (k - 1) = 9 + 4 (k - 1)
+    model = ShowAttendTell(14, image_size=32, channels=(4, 4), annotation_dim=8, last_kernel=last_kernel).double()
+    model.eval()
+    images = torch.rand(1, 1, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    images.requires_grad_(True)
+    r = c = 4  # an inside cell: pixels [16, 20) x [16, 20)
+    model.annotate(images)[0, r * 8 + c].sum().backward()
+    rows, cols = (images.grad[0, 0] != 0).nonzero(as_tuple=True)
+    side = 9 + 4 * (last_kernel - 1)
+    assert int(rows.max() - rows.min()) + 1 == side and int(cols.max() - cols.min()) + 1 == side
+    assert rows.min() <= 4 * r and rows.max() >= 4 * r + 3 and cols.min() <= 4 * c and cols.max() >= 4 * c + 3
+
+
+def test_last_kernel_must_be_odd():
+    with pytest.raises(ValueError, match="last_kernel must be odd"):
+        ShowAttendTell(14, last_kernel=2)
+    with pytest.raises(ValueError, match="last_kernel"):
+        ShowAttendTell(14, last_kernel=0)

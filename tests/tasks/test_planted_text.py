@@ -75,7 +75,10 @@ def test_imdb_loader_on_a_tiny_aclimdb_layout(tmp_path, monkeypatch):
     monkeypatch.delenv("QKV_DATA_DIR", raising=False)
     folder = _write_aclimdb(tmp_path)
     assert imdb.find_imdb_dir(tmp_path) == folder and imdb.find_imdb_dir(folder) == folder
-    assert imdb.find_imdb_dir(tmp_path / "nothing") is None
+    (tmp_path / "empty").mkdir()
+    assert imdb.find_imdb_dir(tmp_path / "empty") is None
+    with pytest.raises(FileNotFoundError, match=r"data_dir.*nothing"):
+        imdb.find_imdb_dir(tmp_path / "nothing")
     texts, labels = imdb.load_imdb(folder, "train")
     assert labels == [0, 0, 1, 1] and texts[0].startswith("Terrible")
     assert imdb.load_imdb(folder, "train", limit=1)[1] == [0, 1]

@@ -30,7 +30,7 @@ import json
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -97,6 +97,22 @@ class GatCoraConfig:
 
 def _l2(model: torch.nn.Module) -> torch.Tensor:
     return sum(p.pow(2).sum() for p in model.parameters()) / 2
+
+
+class _OnDevice:
+    """The graph's tensors and mask on the model's device (``qkv run --device cuda``), made once per device."""
+
+    def __init__(self, data: GraphData, graph: Graph) -> None:
+        self._cache = {data.x.device: (data, graph)}
+
+    def __call__(self, model: torch.nn.Module) -> tuple[GraphData, Graph]:
+        device = next(model.parameters()).device
+        if device not in self._cache:
+            data = next(iter(self._cache.values()))[0]
+            data = replace(data, **{name: getattr(data, name).to(device)
+                                    for name in ("x", "y", "edge_index", "train", "val", "test")})
+            self._cache[device] = data, masks.graph(data.edge_index, num_nodes=data.num_nodes)
+        return self._cache[device]
 
 
 def _measure(model: GAT, data: GraphData, graph: Graph) -> dict[str, float]:
@@ -197,10 +213,12 @@ class GatCora(Experiment):
         data = self.load(config, offline=ctx.offline)
         graph = masks.graph(data.edge_index, num_nodes=data.num_nodes)  # neighbours + self-loops (eq. 2)
         mc = config.model
+        on_device = _OnDevice(data, graph)
 
         def loss_fn(model: GAT, _batch: Any) -> torch.Tensor:
-            logits = model(data.x, graph)  # (N, K): full batch
-            return F.cross_entropy(logits[data.train], data.y[data.train]) + config.l2 * _l2(model)
+            d, g = on_device(model)
+            logits = model(d.x, g)  # (N, K): full batch
+            return F.cross_entropy(logits[d.train], d.y[d.train]) + config.l2 * _l2(model)
 
         rows, tests, times, models = [], [], [], []
         for seed in range(config.seeds):
@@ -213,12 +231,12 @@ class GatCora(Experiment):
             if ctx.resume and checkpoint.exists():
                 stopping = _Stopping.replay(read_checkpoint_meta(checkpoint, config_hash=ctx.config_hash)["history"])
             fit = ctx.fit(variant, model, TensorBatches(step=torch.zeros(1)), loss_fn, train=config.train,
-                          evaluate=lambda m, s=stopping: s(_measure(m, data, graph)))
+                          evaluate=lambda m, s=stopping: s(_measure(m, *on_device(m))))
             cpu = time.process_time() - start
             chosen = _selected(fit.history)
             tests.append(chosen["test_acc"])
             times.append(cpu)
-            models.append(model.eval())
+            models.append(model.cpu().eval())  # the figures and the path check run on the CPU
             rows.append([seed, chosen["step"], fit.steps, chosen["train_acc"], chosen["val_acc"], chosen["test_acc"],
                          round(cpu, 1)])
             ctx.log(f"{variant}: kept epoch {chosen['step']} of {fit.steps}, val {chosen['val_acc']:.3f}, "

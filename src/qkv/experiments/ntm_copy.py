@@ -89,6 +89,9 @@ class NTMConfig:
     write_heads: int = 1
     shift_range: int = 1
     memory_init: str = "constant"
+    # per-step bound of the gradient through the state (qkv.memory.ntm.gradclip); off here: copy and associative
+    # recall were measured without it and never overflowed; ntm-repeat-copy (long sequences) turns it on
+    state_grad_clip: float | None = None
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ class AlgorithmicMemoryExperiment(Experiment):
             n = config.ntm
             return NTM(X, Y, controller=n.controller, controller_dim=n.controller_dim, memory_slots=n.memory_slots,
                        memory_width=n.memory_width, read_heads=n.read_heads, write_heads=n.write_heads,
-                       shift_range=n.shift_range, memory_init=n.memory_init)
+                       shift_range=n.shift_range, memory_init=n.memory_init, state_grad_clip=n.state_grad_clip)
         return LSTMBaseline(X, Y, hidden_dim=config.lstm.hidden_dim, layers=config.lstm.layers)
 
     def run(self, config: Any, ctx: RunContext) -> ExperimentResult:

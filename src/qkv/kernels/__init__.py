@@ -18,6 +18,9 @@ tensor to autograd directly, and differentiates an ``nn.Module`` score's paramet
   biases (:mod:`qkv.kernels.flex`); where it cannot run (CPU backward, float64, a weight
   modifier, small CPU problems) it hands the call to ``tiled``. ``auto`` does not pick it.
 
+* ``triton`` — fused Triton kernels (:mod:`qkv.kernels.triton`): additive and dot-kind scores,
+  the local-p Gaussian, windowed masks; CUDA tensors (or CPU under ``TRITON_INTERPRET=1``).
+
 ``auto`` (:func:`choose`) keeps SDPA for dense dot-product softmax attention, switches to the
 tiled kernel when a mask leaves only a small band of keys (windows) or when the naive tensor
 would be large (non-dot scores, weight modifiers), and uses ``naive`` when weights are requested.
@@ -36,6 +39,7 @@ from qkv.kernels.naive import naive
 from qkv.kernels.ring import ring_backend, ring_unsupported
 from qkv.kernels.sdpa import sdpa, sdpa_unsupported
 from qkv.kernels.tiled import DEFAULT_TILES, tiled_backend, tiled_unsupported
+from qkv.kernels.triton import triton_backend, triton_unsupported
 
 __all__ = ["BACKENDS", "TILED_MAX_VISITED", "TILED_MIN_ELEMENTS", "AttentionCall", "Backend", "choose", "run"]
 
@@ -63,6 +67,7 @@ BACKENDS: dict[str, Backend] = {
     "tiled": Backend(tiled_backend, tiled_unsupported),
     "flex": Backend(flex_backend, flex_unsupported),
     "ring": Backend(ring_backend, ring_unsupported),
+    "triton": Backend(triton_backend, triton_unsupported),
 }
 
 
@@ -82,6 +87,8 @@ def _visited_fraction(call: AttentionCall) -> float:
 def choose(call: AttentionCall) -> str:
     """The ``auto`` backend: the fastest one that supports the call.
 
+    * CUDA tensors and a call the Triton kernels take: ``triton`` for the additive score, the local-p
+      Gaussian and narrow windows (:func:`_triton_wins`; by design, not yet measured on a GPU);
     * weights or scores requested, dropout with a non-dot score, or a non-softmax normalizer:
       ``naive`` (or ``sdpa`` where it supports the call);
     * dot-product softmax: ``sdpa``, except that a large problem whose mask (window, band,
@@ -93,6 +100,8 @@ def choose(call: AttentionCall) -> str:
       closure captures; an ``nn.Module``'s parameters it can.)
     """
     n = math.prod(call.batch_shape) * call.L * call.S
+    if call.q.device.type == "cuda" and _triton_wins(call, n):
+        return "triton"
     if sdpa_unsupported(call) is None:
         big = n >= TILED_MIN_ELEMENTS
         if big and call.mask is not None and tiled_unsupported(call) is None and (
@@ -105,6 +114,23 @@ def choose(call: AttentionCall) -> str:
         if n * width >= TILED_MIN_ELEMENTS:
             return "tiled"
     return "naive"
+
+
+def _triton_wins(call: AttentionCall, n: int) -> bool:
+    """Whether ``auto`` sends a CUDA call to the Triton kernels (a choice by design, not yet measured on a GPU).
+
+    The additive score and the local-p Gaussian have no other fused CUDA kernel (naive holds
+    ``(..., L, S, A)`` or ``(..., L, S)``); a dot product goes to Triton only under a narrow mask (a window,
+    a band, a local window: at most :data:`TILED_MAX_VISITED` of a large plane), where skipping tiles beats
+    SDPA's dense masked pass. Dense dot products (bilinear included) stay on SDPA's flash kernels. Small
+    problems (a decoder's one-query step) stay where they are: the same size rule as the tiled kernel's.
+    """
+    if triton_unsupported(call) is not None:
+        return False
+    if call.kind == "additive" or call.modifier is not None:
+        width = getattr(call.score, "hidden_dim", 1) if call.kind == "additive" else 1  # A of (L, S, A)
+        return n * width >= TILED_MIN_ELEMENTS
+    return n >= TILED_MIN_ELEMENTS and call.mask is not None and _visited_fraction(call) <= TILED_MAX_VISITED
 
 
 def run(call: AttentionCall, backend: str) -> AttentionOutput:

@@ -50,7 +50,8 @@ def _unless_all_allowed(mask: MaskLike, S: int, device: torch.device) -> MaskLik
     batch nor heads are evaluated on the one row; the rest are kept as they are.
     """
     if isinstance(mask, Tensor):
-        return None if mask.numel() <= S and bool(mask.all()) else mask
+        # only a bool tensor may be dropped: anything else goes on to attend's checks and their error
+        return None if mask.dtype == torch.bool and mask.numel() <= S and bool(mask.all()) else mask
     if isinstance(mask, Mask):
         if mask.allows_all(1, S):
             return None

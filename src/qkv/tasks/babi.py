@@ -31,7 +31,6 @@ its story with a training question.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from qkv.tasks import data_files
 from qkv.train.io import atomic_write_bytes
 
 __all__ = [
@@ -204,8 +204,7 @@ def parse_babi(path: str | os.PathLike[str], *, task: int = 0) -> list[Story]:
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/qkv/babi`` (default ``~/.cache/qkv/babi``)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "qkv" / "babi"
+    return data_files.cache_dir("babi")
 
 
 def _task_dir(directory: Path) -> Path | None:
@@ -248,17 +247,8 @@ def find_babi_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None
     Raises:
         FileNotFoundError: ``data_dir`` was given but does not exist.
     """
-    if data_dir:
-        d = Path(data_dir).expanduser()
-        if not d.exists():
-            raise FileNotFoundError(f"data_dir {str(d)!r} does not exist")
-        if d.is_dir():
-            found = _search(d)
-            if found is not None:
-                return found
-    env = os.environ.get("QKV_DATA_DIR")
-    if env and Path(env).is_dir():
-        found = _search(Path(env)) or _search(Path(env) / "babi") or _search(Path(env) / "babi-en-1k")
+    for root in data_files.search_roots(data_dir, subdirs=("babi", "babi-en-1k")):
+        found = _search(root)
         if found is not None:
             return found
     return _task_dir(cache_dir() / "en")
@@ -325,16 +315,8 @@ def download(dest_dir: str | os.PathLike[str] | None = None, *, sha256: str | No
         ValueError: the archive's SHA-256 differs from the expected digest.
         BabiFormatError: the archive is not the bAbI archive.
     """
-    import urllib.request
-
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
-    expected = sha256 or os.environ.get("QKV_BABI_SHA256") or SHA256
-    request = urllib.request.Request(URL, headers={"User-Agent": "qkv"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        data = response.read()
-    digest = hashlib.sha256(data).hexdigest()
-    if expected and digest != expected.lower():
-        raise ValueError(f"{URL}: SHA-256 is {digest}, expected {expected}; not using it")
+    data = data_files.fetch(URL, sha256=sha256 or os.environ.get("QKV_BABI_SHA256") or SHA256, timeout=timeout)
     archive = dest / _ARCHIVE
     atomic_write_bytes(archive, data)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz"):

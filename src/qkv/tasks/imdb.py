@@ -18,13 +18,14 @@ import hashlib
 import os
 import re
 import tarfile
-import urllib.request
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from qkv.tasks import data_files
 from qkv.tasks.vocab import Vocab, word_tokenize
+from qkv.train.io import atomic_write_bytes
 
 __all__ = ["SHA256", "URL", "cache_dir", "download", "encode_documents", "find_imdb_dir", "load_imdb",
            "split_sentences"]
@@ -40,8 +41,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/qkv/imdb`` (default ``~/.cache/qkv/imdb``)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "qkv" / "imdb"
+    return data_files.cache_dir("imdb")
 
 
 def _is_layout(path: Path) -> bool:
@@ -49,8 +49,12 @@ def _is_layout(path: Path) -> bool:
 
 
 def find_imdb_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """The ``aclImdb`` folder in ``data_dir``, ``$QKV_DATA_DIR`` or the cache (extracting an archive found there)."""
-    places = [Path(p) for p in (data_dir, os.environ.get("QKV_DATA_DIR")) if p] + [cache_dir()]
+    """The ``aclImdb`` folder in ``data_dir``, ``$QKV_DATA_DIR`` or the cache (extracting an archive found there).
+
+    Raises:
+        FileNotFoundError: ``data_dir`` was given but does not exist.
+    """
+    places = [*data_files.search_roots(data_dir), cache_dir()]
     for place in places:
         for candidate in (place, place / "aclImdb"):
             if _is_layout(candidate):
@@ -115,11 +119,8 @@ def download(dest_dir: str | os.PathLike[str] | None = None, *, sha256: str | No
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest / "aclImdb_v1.tar.gz"
     if not archive.exists():
-        part = archive.with_suffix(".part")
-        urllib.request.urlretrieve(URL, part)
-        part.replace(archive)
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    if sha256 is not None and digest != sha256:
+        atomic_write_bytes(archive, data_files.fetch(URL, sha256=sha256, timeout=600.0))
+    elif sha256 is not None and (digest := hashlib.sha256(archive.read_bytes()).hexdigest()) != sha256.lower():
         raise ValueError(f"{archive}: SHA-256 {digest} does not match the expected {sha256}")
     with tarfile.open(archive) as tar:
         tar.extractall(dest, filter="data")

@@ -32,16 +32,16 @@ labels, one-hot node ids as features (Kipf & Welling's setting), and a seeded sp
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from qkv.tasks import data_files
 
 __all__ = [
     "ALLOWED_CLASSES",
@@ -148,8 +148,7 @@ def read_pickle(path: str | os.PathLike[str]) -> object:
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/qkv/planetoid`` (default ``~/.cache/qkv/planetoid``)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "qkv" / "planetoid"
+    return data_files.cache_dir("planetoid")
 
 
 def _check_name(name: object) -> str:
@@ -164,18 +163,16 @@ def _has_files(directory: Path, name: str) -> bool:
 
 def find_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """The first directory holding all ``ind.<name>.*`` files: ``data_dir``, ``$QKV_DATA_DIR`` (or a
-    ``planetoid``/``planetoid-<name>`` folder in either), then the cache; ``None`` if none does."""
+    ``planetoid``/``planetoid-<name>`` folder in either), then the cache; ``None`` if none does.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` was given but does not exist.
+    """
     name = _check_name(name)
-    roots = [Path(d) for d in (data_dir, os.environ.get("QKV_DATA_DIR")) if d]
-    for root in roots:
-        for d in (root, root / "planetoid", root / f"planetoid-{name}"):
-            if _has_files(d, name):
-                return d
-    return cache_dir() if _has_files(cache_dir(), name) else None
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    for d in [*data_files.search_roots(data_dir, subdirs=("planetoid", f"planetoid-{name}")), cache_dir()]:
+        if _has_files(d, name):
+            return d
+    return None
 
 
 def download(name: str, dest_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -191,15 +188,8 @@ def download(name: str, dest_dir: str | os.PathLike[str] | None = None) -> Path:
         target = dest / f"ind.{name}.{part}"
         if target.is_file():
             continue
-        url = URL.format(name=name, part=part)
-        request = urllib.request.Request(url, headers={"User-Agent": "qkv"})
         tmp = target.with_suffix(target.suffix + ".part")
-        with urllib.request.urlopen(request, timeout=60) as response:  # a fixed https URL
-            tmp.write_bytes(response.read())
-        expected = SHA256[name][part]
-        if expected is not None and (digest := _sha256(tmp)) != expected:
-            tmp.unlink()
-            raise ValueError(f"{url}: SHA-256 is {digest}, expected {expected}; not using it")
+        tmp.write_bytes(data_files.fetch(URL.format(name=name, part=part), sha256=SHA256[name][part]))
         if part != "test.index":
             try:
                 read_pickle(tmp)

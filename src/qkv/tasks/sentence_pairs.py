@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from qkv.tasks import data_files
 from qkv.tasks.vocab import Vocab, word_tokenize
 from qkv.train.io import atomic_write_bytes
 
@@ -303,7 +304,7 @@ _SICK_HEADER = ("pair_ID", "sentence_A", "sentence_B", "entailment_label", "rela
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/qkv/sick`` (default ``~/.cache/qkv/sick``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qkv" / "sick"
+    return data_files.cache_dir("sick")
 
 
 def find_sick(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
@@ -312,18 +313,10 @@ def find_sick(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
     Raises:
         FileNotFoundError: ``data_dir`` was given but does not exist.
     """
-    dirs: list[Path] = []
-    if data_dir:
-        d = Path(data_dir).expanduser()
-        if d.is_file():
-            return d
-        if not d.is_dir():
-            raise FileNotFoundError(f"data_dir {str(d)!r} does not exist")
-        dirs.append(d)
-    env = os.environ.get("QKV_DATA_DIR")
-    if env:
-        dirs.append(Path(env))
-    dirs.append(cache_dir())
+    given = data_files.checked_data_dir(data_dir)
+    if given is not None and given.is_file():
+        return given
+    dirs = [*data_files.search_roots(data_dir), cache_dir()]
     for d in dirs:
         for candidate in (d / _SICK, d / "SICK" / _SICK, d / "sick" / _SICK):
             if candidate.is_file():
@@ -339,15 +332,9 @@ def download(dest_dir: str | os.PathLike[str] | None = None, *, sha256: str | No
         OSError: the download failed.
         ValueError: the digest differs from the expected one, or the archive holds no ``SICK.txt``.
     """
-    import urllib.request
-
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
-    with urllib.request.urlopen(SICK_URL, timeout=timeout) as response:
-        data = response.read()
+    data = data_files.fetch(SICK_URL, sha256=sha256 or SICK_SHA256, timeout=timeout)
     digest = hashlib.sha256(data).hexdigest()
-    expected = sha256 or SICK_SHA256
-    if expected is not None and digest != expected:
-        raise ValueError(f"{SICK_URL}: SHA-256 {digest} differs from the expected {expected}")
     atomic_write_bytes(dest / "SICK.zip.sha256", (digest + "\n").encode())
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = [n for n in zf.namelist() if Path(n).name == _SICK]

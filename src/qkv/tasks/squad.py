@@ -27,6 +27,7 @@ import os
 import re
 from pathlib import Path
 
+from qkv.tasks import data_files
 from qkv.tasks.span_qa import SpanExample
 from qkv.train.io import atomic_write_bytes
 
@@ -116,7 +117,7 @@ def load_squad(path: str | os.PathLike[str]) -> tuple[list[SpanExample], int]:
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/qkv/squad`` (default ``~/.cache/qkv/squad``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qkv" / "squad"
+    return data_files.cache_dir("squad")
 
 
 def find_squad(split: str, data_dir: str | os.PathLike[str] | None = None) -> Path | None:
@@ -128,18 +129,10 @@ def find_squad(split: str, data_dir: str | os.PathLike[str] | None = None) -> Pa
     """
     if split not in FILES:
         raise ValueError(f"split must be one of {sorted(FILES)}, got {split!r}")
-    places = []
-    if data_dir:
-        d = Path(data_dir).expanduser()
-        if not d.exists():
-            raise FileNotFoundError(f"data_dir {str(d)!r} does not exist")
-        if d.is_file():
-            return d if d.name == FILES[split] else None
-        places += [d, d / "squad"]
-    env = os.environ.get("QKV_DATA_DIR")
-    if env:
-        places += [Path(env), Path(env) / "squad"]
-    places.append(cache_dir())
+    given = data_files.checked_data_dir(data_dir)
+    if given is not None and given.is_file():
+        return given if given.name == FILES[split] else None
+    places = [*data_files.search_roots(data_dir, subdirs=("squad",)), cache_dir()]
     for place in places:
         if (place / FILES[split]).is_file():
             return place / FILES[split]
@@ -154,18 +147,10 @@ def download(split: str, dest_dir: str | os.PathLike[str] | None = None, *, time
         ValueError: the SHA-256 differs from the pinned digest.
         SquadFormatError: the file is not SQuAD JSON.
     """
-    import hashlib
-    import urllib.request
-
     if split not in FILES:
         raise ValueError(f"split must be one of {sorted(FILES)}, got {split!r}")
-    request = urllib.request.Request(URLS[split], headers={"User-Agent": "qkv"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        data = response.read()
     expected = os.environ.get(f"QKV_SQUAD_SHA256_{split.upper()}") or SHA256[split]
-    digest = hashlib.sha256(data).hexdigest()
-    if expected and digest != expected.lower():
-        raise ValueError(f"{URLS[split]}: SHA-256 is {digest}, expected {expected}; not using it")
+    data = data_files.fetch(URLS[split], sha256=expected, timeout=timeout)
     dest = (Path(dest_dir) if dest_dir is not None else cache_dir()) / FILES[split]
     atomic_write_bytes(dest, data)
     load_squad(dest)  # raises SquadFormatError if it is not SQuAD

@@ -28,6 +28,7 @@ import os
 import zipfile
 from pathlib import Path
 
+from qkv.tasks import data_files
 from qkv.train.io import atomic_write_bytes
 
 __all__ = [
@@ -55,8 +56,7 @@ class TatoebaFormatError(ValueError):
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/qkv/tatoeba-fra-eng`` (default ``~/.cache/qkv/tatoeba-fra-eng``)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "qkv" / "tatoeba-fra-eng"
+    return data_files.cache_dir("tatoeba-fra-eng")
 
 
 def _extract(zip_path: Path, dest: Path) -> Path:
@@ -88,18 +88,11 @@ def find_fra_txt(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
     Raises:
         FileNotFoundError: ``data_dir`` was given but is not a directory or file.
     """
-    if data_dir:
-        d = Path(data_dir).expanduser()
-        if d.is_file():
-            return d
-        if not d.is_dir():
-            raise FileNotFoundError(f"data_dir {str(d)!r} does not exist")
-        found = _search(d)
-        if found is not None:
-            return found
-    env = os.environ.get("QKV_DATA_DIR")
-    if env and Path(env).is_dir():
-        found = _search(Path(env))
+    given = data_files.checked_data_dir(data_dir)
+    if given is not None and given.is_file():
+        return given
+    for root in data_files.search_roots(data_dir):
+        found = _search(root)
         if found is not None:
             return found
     cached = cache_dir() / _FILE
@@ -190,16 +183,9 @@ def download(dest_dir: str | os.PathLike[str] | None = None, *, sha256: str | No
         ValueError: the archive's SHA-256 differs from the expected digest.
         TatoebaFormatError: the archive holds no ``fra.txt``.
     """
-    import urllib.request
-
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
-    expected = sha256 or os.environ.get("QKV_TATOEBA_SHA256") or SHA256
-    request = urllib.request.Request(URL, headers={"User-Agent": "qkv (https://pypi.org/project/qkv)"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        data = response.read()
+    data = data_files.fetch(URL, sha256=sha256 or os.environ.get("QKV_TATOEBA_SHA256") or SHA256, timeout=timeout)
     digest = hashlib.sha256(data).hexdigest()
-    if expected and digest != expected.lower():
-        raise ValueError(f"{URL}: SHA-256 is {digest}, expected {expected}; not using it")
     zip_path = dest / "fra-eng.zip"
     atomic_write_bytes(zip_path, data)
     atomic_write_bytes(dest / "fra-eng.zip.sha256", f"{digest}  fra-eng.zip\n".encode())

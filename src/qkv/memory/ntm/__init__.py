@@ -7,6 +7,7 @@ Shape legend (as in :mod:`~qkv.memory.ntm.machine`): ``B`` batch, ``T`` time ste
   :func:`qkv.attend` (β-cosine score, location addressing as the normaliser); the numerical safeguards;
 * :mod:`~qkv.memory.ntm.readwrite` — eq. 2-4: read as a weighted sum, write by erase and add;
 * :mod:`~qkv.memory.ntm.controller` — feed-forward and LSTM controllers;
+* :mod:`~qkv.memory.ntm.gradclip` — the per-step bound of the gradient through the state (the NaN safeguard);
 * :mod:`~qkv.memory.ntm.machine` — :class:`NTM`, any number of read and write heads, per-sequence memory.
 """
 

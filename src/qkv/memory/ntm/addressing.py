@@ -33,6 +33,14 @@ Numerical safeguards (the open implementations' users mostly report NaN):
   and never divides by zero. The clamp also keeps :math:`\\log 0` (and its infinite gradient) out of the graph.
 The head's parameters are kept in range by their activations (``heads``: softplus for β, 1 + softplus for γ, a
 sigmoid gate, a softmax over shifts), and training clips the gradient norm (``TrainConfig.grad_clip``).
+
+What these do not prevent (it killed a 12,000-step ``ntm-repeat-copy`` run with a NaN at step 2,058): the
+derivative of eq. 9 is :math:`\\gamma (\\delta_{ij} w_i - w_i w_j) / \\tilde w_j`, of norm up to
+:math:`\\gamma / \\max_j \\tilde w_j`; a uniform weighting is a fixed point of sharpening whose Jacobian is
+:math:`\\gamma (I - \\mathbf 1 \\mathbf 1^\\top / N)`, so through time the gradient grows like :math:`\\gamma^T`
+while the forward pass stays exact, and overflows float32 inside the backward pass. :class:`~qkv.memory.ntm.NTM`
+bounds the gradient through its state at every step
+(:mod:`qkv.memory.ntm.gradclip`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,10 @@ softmax, log-space sharpening, bounded head activations); in addition the add ve
 the erase vector through a sigmoid, so one write changes a slot by at most 1 per head and the memory cannot blow
 up over long sequences; the feed-forward controller is a ``tanh`` layer and the LSTM's output is bounded too.
 Training clips the global gradient norm (``TrainConfig.grad_clip``), the paper's remedy for exploding gradients
-through many steps.
+through many steps. That comes too late when the gradient overflows float32 inside the backward pass, which is how a
+long ``ntm-repeat-copy`` run died with a NaN (:mod:`qkv.memory.ntm.gradclip`): so ``forward`` also bounds the
+gradient flowing back through the state between time steps (``state_grad_clip``, per sequence, an L2 norm; the
+forward pass and all smaller gradients are unchanged).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from torch import Tensor, nn
 from qkv.functional.checks import check_flag, check_positive_int, check_tensor
 from qkv.memory.ntm.addressing import address, squash_head
 from qkv.memory.ntm.controller import make_controller
+from qkv.memory.ntm.gradclip import clip_state_grad
 from qkv.memory.ntm.readwrite import write
 
 __all__ = ["MEMORY_INITS", "NTM", "NTMOutput", "NTMState", "NTMTrace"]
@@ -100,6 +104,12 @@ class NTM(nn.Module):
         init_value: the constant memory entry (default ``1e-6``).
         initial_focus: the learned initial weighting's starting logit on slot 0 (others 0).
         generator: seeds ``memory_init="random"``.
+        state_grad_clip: in ``forward``, the largest L2 norm per sequence of the gradient that flows back into each
+            state tensor (memory, read vectors, weightings, controller state) from the next time step
+            (:func:`~qkv.memory.ntm.gradclip.clip_state_grad`); ``None`` disables it. The default 1.0 is far below
+            float32's overflow and above what ``ntm-repeat-copy`` sees once past its first updates (below 0.1 at
+            step 2,000); it does bite in some early updates (``ntm-copy``'s quick run ends at 0.14 wrong bits per
+            sequence with it, 0.0 without).
     """
 
     def __init__(
@@ -118,6 +128,7 @@ class NTM(nn.Module):
         init_value: float = 1e-6,
         initial_focus: float = 5.0,
         generator: torch.Generator | None = None,
+        state_grad_clip: float | None = 1.0,
     ) -> None:
         super().__init__()
         self.input_dim = check_positive_int("input_dim", input_dim)
@@ -136,6 +147,10 @@ class NTM(nn.Module):
         if memory_init not in MEMORY_INITS:
             raise ValueError(f"memory_init must be one of {MEMORY_INITS}, got {memory_init!r}")
         self.memory_init = memory_init
+        if state_grad_clip is not None and (isinstance(state_grad_clip, bool)
+                                            or not isinstance(state_grad_clip, int | float) or not state_grad_clip > 0):
+            raise ValueError(f"state_grad_clip must be a number > 0 or None, got {state_grad_clip!r}")
+        self.state_grad_clip = None if state_grad_clip is None else float(state_grad_clip)
         self.controller = make_controller(controller, input_dim + R * M, controller_dim)
         self.controller_kind = controller
         self.head_size = M + 3 + (2 * shift_range + 1)  # key, beta, gate, gamma, shifts
@@ -196,6 +211,8 @@ class NTM(nn.Module):
         initial_memory = state.memory
         outputs, steps = [], []
         for t in range(x.shape[1]):
+            if t and self.state_grad_clip is not None and torch.is_grad_enabled():
+                state = self._clip_backward(state, self.state_grad_clip)
             y, state, extras = self.step(x[:, t], state)
             outputs.append(y)
             if return_trace:
@@ -211,6 +228,13 @@ class NTM(nn.Module):
                              initial_memory=initial_memory, reads=stack("reads"), erase=stack("erase"),
                              add=stack("add"), beta=stack("beta"), gate=stack("gate"), gamma=stack("gamma"))
         return NTMOutput(torch.stack(outputs, 1), state, trace)  # (B, T, Y)
+
+    @staticmethod
+    def _clip_backward(state: NTMState, max_norm: float) -> NTMState:
+        """The same state; in the backward pass each tensor's gradient is bounded (:func:`clip_state_grad`)."""
+        return NTMState(clip_state_grad(state.memory, max_norm), clip_state_grad(state.reads, max_norm),
+                        clip_state_grad(state.weights, max_norm),
+                        tuple(clip_state_grad(t, max_norm) for t in state.controller))
 
     def extra_repr(self) -> str:
         return (f"controller={self.controller_kind!r}, N={self.memory_slots}, M={self.memory_width}, "
