@@ -193,6 +193,8 @@ def test_forward_errors_name_argument_and_shape() -> None:
         mha(torch.randn(2, 3, E), mask=torch.ones(2, 3))
     with pytest.raises(TypeError, match=r"mask must be a bool tensor"):  # one query: not dropped as "allows all"
         mha(torch.randn(1, 1, E), torch.randn(1, 1, E), mask=torch.ones(1, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"does not broadcast"):  # nor an all-True mask of the wrong shape
+        mha(torch.randn(1, 1, E), torch.randn(1, 3, E), mask=torch.ones(2, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"mask .*\(4, 3\) does not broadcast to the scores' shape \(2, 4, 3, 3\)"):
         mha(torch.randn(2, 3, E), mask=torch.ones(4, 3, dtype=torch.bool))
     with pytest.raises(TypeError, match=r"torch\.nn\.MultiheadAttention"):

@@ -31,3 +31,12 @@ def test_no_graph_no_op_and_bad_bound_is_named():
     for bad in (0.0, -1.0, True, "1"):
         with pytest.raises(ValueError, match="max_norm"):
             clip_state_grad(x, bad)
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 3, 2)])
+def test_half_precision_and_any_rank_are_scaled_not_zeroed(shape):
+    x = torch.zeros(shape, dtype=torch.float16, requires_grad=True)
+    g = torch.full(shape, 6e4, dtype=torch.float16)  # near float16's limit: the norm itself overflows float16
+    clip_state_grad(x, 1.0).backward(g)
+    per_sequence = x.grad.double().reshape(shape[0], -1).norm(dim=1)  # (B,)
+    torch.testing.assert_close(per_sequence, torch.ones(shape[0], dtype=torch.float64), rtol=2e-3, atol=0)

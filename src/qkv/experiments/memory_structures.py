@@ -122,7 +122,8 @@ def build(name: str, config: MemoryStructuresConfig) -> nn.Module:
         return LSTMBaseline(C, V, hidden_dim=config.lstm_hidden_dim)
     if name == "ntm":
         return NTM(C, V, controller=config.controller, controller_dim=config.controller_dim,
-                   memory_slots=config.ntm_slots, memory_width=config.ntm_width)
+                   memory_slots=config.ntm_slots, memory_width=config.ntm_width,
+                   state_grad_clip=None)  # as measured (short sequences; see qkv.memory.ntm.gradclip)
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
 
 

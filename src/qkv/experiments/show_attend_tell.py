@@ -393,10 +393,10 @@ class ShowAttendTellExperiment(Experiment):
     targets = (
         Target("soft_exact", ">=", 0.95, "soft attention: held-out captions exactly right"),
         Target("soft_alignment", ">=", 0.9, "soft: emitted digit words whose most-attended location is on the digit"),
-        Target("hard_exact", ">=", 0.8, "hard attention (REINFORCE): held-out captions exactly right"),
+        Target("hard_exact", ">=", 0.8, "hard (REINFORCE, from the soft model): held-out captions exactly right"),
         Target("hard_alignment", ">=", 0.8, "hard: the location read lies on the digit named"),
         Target("variance_ratio_scratch", ">=", 2.0,
-               "hard: gradient variance without / with the baseline, on a model from scratch"),
+               "hard: gradient variance without / with the baseline, on a model from scratch (not the one trained)"),
     )
     quick_overrides: ClassVar[dict[str, Any]] = {  # a 24x24 canvas, 2x2 slots, 2-3 digits: 36 locations
         "data.canvas": 24, "data.grid": 2, "data.max_digits": 3,
@@ -412,7 +412,7 @@ class ShowAttendTellExperiment(Experiment):
         Target("hard_alignment_gain", ">=", 0.5, "hard: alignment of the location read minus chance"),
         Target("hard_token_acc_gain", ">=", 0.25, "hard: token accuracy minus the image-blind guess"),
         Target("variance_ratio_scratch", ">=", 2.0,
-               "hard: gradient variance without / with the baseline, on a model from scratch"),
+               "hard: gradient variance without / with the baseline, on a model from scratch (not the one trained)"),
         Target("variance_ratio_init", ">=", 1.5,
                "hard: the same at the start of hard training (the soft model's weights)"),
     )

@@ -50,8 +50,10 @@ def _unless_all_allowed(mask: MaskLike, S: int, device: torch.device) -> MaskLik
     batch nor heads are evaluated on the one row; the rest are kept as they are.
     """
     if isinstance(mask, Tensor):
-        # only a bool tensor may be dropped: anything else goes on to attend's checks and their error
-        return None if mask.dtype == torch.bool and mask.numel() <= S and bool(mask.all()) else mask
+        # only a bool tensor of a shape that fits one row may be dropped: anything else goes on to attend's checks
+        fits = mask.dtype == torch.bool and mask.dim() <= 4 and all(
+            n == 1 for n in mask.shape[:-1]) and mask.shape[-1:] in ((), (1,), (S,))
+        return None if fits and bool(mask.all()) else mask
     if isinstance(mask, Mask):
         if mask.allows_all(1, S):
             return None

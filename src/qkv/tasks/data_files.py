@@ -56,14 +56,16 @@ def search_roots(data_dir: str | os.PathLike[str] | None, *, subdirs: Sequence[s
     return [Path(r) / sub for r in roots if Path(r).is_dir() for sub in ("", *subdirs)]
 
 
-def fetch(url: str, *, sha256: str | None, timeout: float = 60.0) -> bytes:
+def fetch(url: str, *, sha256: str | None, timeout: float = 60.0, user_agent: str = "qkv") -> bytes:
     """The bytes at ``url``, checked against ``sha256`` when a digest is known (lower or upper case).
+
+    ``user_agent`` is sent as the request's ``User-Agent`` (some hosts refuse Python's default one).
 
     Raises:
         OSError: the download failed.
         ValueError: the SHA-256 of what arrived differs from ``sha256``; nothing is kept.
     """
-    request = urllib.request.Request(url, headers={"User-Agent": "qkv"})
+    request = urllib.request.Request(url, headers={"User-Agent": user_agent})
     with urllib.request.urlopen(request, timeout=timeout) as response:  # the loaders' fixed https URLs
         data = response.read()
     digest = hashlib.sha256(data).hexdigest()

@@ -184,7 +184,8 @@ def download(dest_dir: str | os.PathLike[str] | None = None, *, sha256: str | No
         TatoebaFormatError: the archive holds no ``fra.txt``.
     """
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
-    data = data_files.fetch(URL, sha256=sha256 or os.environ.get("QKV_TATOEBA_SHA256") or SHA256, timeout=timeout)
+    data = data_files.fetch(URL, sha256=sha256 or os.environ.get("QKV_TATOEBA_SHA256") or SHA256, timeout=timeout,
+                            user_agent="qkv (https://pypi.org/project/qkv)")  # manythings.org refuses bare clients
     digest = hashlib.sha256(data).hexdigest()
     zip_path = dest / "fra-eng.zip"
     atomic_write_bytes(zip_path, data)

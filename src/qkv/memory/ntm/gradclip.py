@@ -20,8 +20,10 @@ coefficient 0 is NaN).
 The safeguard (Graves 2013, *Generating sequences with recurrent neural networks*, arXiv:1308.0850, likewise clipped
 derivatives inside the backward pass of his LSTMs): the identity in the forward pass; in the backward pass, the
 gradient of each sequence's state (per batch element) is rescaled to an L2 norm of at most ``max_norm`` before it
-flows into the previous step. The forward computation, and every gradient smaller than the bound, are unchanged
-(bit for bit). The norm is computed in float64, so even a gradient near float32's limit is scaled rather than zeroed.
+flows into the previous step. The forward computation is unchanged, and so, mathematically, is every gradient
+smaller than the bound (bit for bit when each state tensor feeds only the next step and the output; with a loss on
+the trace as well, autograd may sum the same terms in another order: rounding-level differences). The norm and the
+scaling are computed in float64, so even a gradient near float32's (or float16's) limit is scaled rather than zeroed.
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ class _ClipBackward(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         if grad.dim() == 0:
             return grad.clamp(-ctx.max_norm, ctx.max_norm), None
-        norm = grad.flatten(1).double().norm(dim=1)  # (B,): per sequence, in float64 (float32 squares overflow)
-        scale = (ctx.max_norm / norm.clamp_min(1e-300)).clamp(max=1.0).to(grad.dtype)  # (B,)
-        return grad * scale.reshape(-1, *([1] * (grad.dim() - 1))), None  # (B, ...)
+        flat = grad.reshape(grad.shape[0], -1).double()  # (B, N): per sequence, in float64 (float32 squares overflow)
+        scale = (ctx.max_norm / flat.norm(dim=1).clamp_min(1e-300)).clamp(max=1.0)  # (B,)
+        return (flat * scale[:, None]).to(grad.dtype).reshape(grad.shape), None  # (B, N) -> (B, ...)
 
 
 def clip_state_grad(x: Tensor, max_norm: float) -> Tensor:

@@ -26,7 +26,7 @@ Training clips the global gradient norm (``TrainConfig.grad_clip``), the paper's
 through many steps. That comes too late when the gradient overflows float32 inside the backward pass, which is how a
 long ``ntm-repeat-copy`` run died with a NaN (:mod:`qkv.memory.ntm.gradclip`): so ``forward`` also bounds the
 gradient flowing back through the state between time steps (``state_grad_clip``, per sequence, an L2 norm; the
-forward pass and all smaller gradients are unchanged).
+forward pass is unchanged, and so, up to the order of summation, are all smaller gradients).
 """
 
 from __future__ import annotations
