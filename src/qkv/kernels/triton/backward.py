@@ -30,7 +30,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from qkv.kernels.triton.tiles import additive_grads, additive_scores, allowed_tile, bias_tile, gaussian_tile, load_rows
+from qkv.kernels.triton.tiles import (
+    additive_grads,
+    additive_scores,
+    allowed_tile,
+    bias_tile,
+    gaussian_tile,
+    load_rows,
+    query_centres,
+    row_views,
+)
 
 __all__ = ["attention_backward_kv", "attention_backward_q"]
 
@@ -59,11 +68,8 @@ def attention_backward_kv(
         k = load_rows(Kz, cols, col_ok, fs, F)  # (BN, BF)
     v = tl.load(V + z * S * DV + cols[:, None] * DV + dvs[None, :], mask=col_ok[:, None] & (dvs[None, :] < DV),
                 other=0.0)
-    length = S
-    if HAS_LEN:
-        length = tl.load(LENGTHS + z)
-    mask_z = MASK + (z // HEADS) * stride_mb + (z % HEADS) * stride_mh
-    bias_z = BIAS + (z // HEADS) * stride_bb + (z % HEADS) * stride_bh
+    length, mask_z, bias_z = row_views(z, S, HEADS, LENGTHS, MASK, BIAS, stride_mb, stride_mh, stride_bb, stride_bh,
+                                       HAS_LEN)
 
     dk = tl.zeros((BN, BF), ACC)  # dot products: in registers; the additive score adds into DK itself
     dv = tl.zeros((BN, BDV), ACC)
@@ -137,17 +143,9 @@ def attention_backward_q(
                  other=0.0)
     lse = tl.load(LSE + z * L + rows, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + z * L + rows, mask=row_ok, other=0.0)
-    length = S
-    if HAS_LEN:
-        length = tl.load(LENGTHS + z)
-    pos_a = tl.zeros((BM,), ACC)
-    if HAS_AROUND:
-        pos_a = tl.load(POS_A + z * L + rows, mask=row_ok, other=0.0)
-    pos_g = tl.zeros((BM,), ACC)
-    if HAS_GAUSS:
-        pos_g = tl.load(POS_G + z * L + rows, mask=row_ok, other=0.0)
-    mask_z = MASK + (z // HEADS) * stride_mb + (z % HEADS) * stride_mh
-    bias_z = BIAS + (z // HEADS) * stride_bb + (z % HEADS) * stride_bh
+    length, mask_z, bias_z = row_views(z, S, HEADS, LENGTHS, MASK, BIAS, stride_mb, stride_mh, stride_bb, stride_bh,
+                                       HAS_LEN)
+    pos_a, pos_g = query_centres(POS_A, POS_G, z, L, rows, row_ok, HAS_AROUND, HAS_GAUSS, ACC, BM)
 
     dq = tl.zeros((BM, BF), ACC)  # dot products: in registers; the additive score adds into DQ itself
     dpos = tl.zeros((BM,), ACC)

@@ -24,7 +24,15 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from qkv.kernels.triton.tiles import additive_scores, allowed_tile, bias_tile, gaussian_tile, load_rows
+from qkv.kernels.triton.tiles import (
+    additive_scores,
+    allowed_tile,
+    bias_tile,
+    gaussian_tile,
+    load_rows,
+    query_centres,
+    row_views,
+)
 
 __all__ = ["attention_forward"]
 
@@ -51,17 +59,9 @@ def attention_forward(
     Kz = K + z * S * F
     if not ADDITIVE:  # dot products keep the query tile in registers; the additive score reads chunks
         q = load_rows(Qz, rows, row_ok, fs, F)  # (BM, BF)
-    length = S
-    if HAS_LEN:
-        length = tl.load(LENGTHS + z)
-    pos_a = tl.zeros((BM,), ACC)
-    if HAS_AROUND:
-        pos_a = tl.load(POS_A + z * L + rows, mask=row_ok, other=0.0)
-    pos_g = tl.zeros((BM,), ACC)
-    if HAS_GAUSS:
-        pos_g = tl.load(POS_G + z * L + rows, mask=row_ok, other=0.0)
-    mask_z = MASK + (z // HEADS) * stride_mb + (z % HEADS) * stride_mh
-    bias_z = BIAS + (z // HEADS) * stride_bb + (z % HEADS) * stride_bh
+    length, mask_z, bias_z = row_views(z, S, HEADS, LENGTHS, MASK, BIAS, stride_mb, stride_mh, stride_bb, stride_bh,
+                                       HAS_LEN)
+    pos_a, pos_g = query_centres(POS_A, POS_G, z, L, rows, row_ok, HAS_AROUND, HAS_GAUSS, ACC, BM)
 
     lo = tl.load(RANGES + (z * NQ + pid_m) * 2)
     hi = tl.load(RANGES + (z * NQ + pid_m) * 2 + 1)

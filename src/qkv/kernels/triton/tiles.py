@@ -21,7 +21,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["additive_grads", "additive_scores", "allowed_tile", "bias_tile", "gaussian_tile", "load_rows", "tanh_tile"]
+__all__ = ["additive_grads", "additive_scores", "allowed_tile", "bias_tile", "gaussian_tile", "load_rows",
+           "query_centres", "row_views", "tanh_tile"]
 
 
 @triton.jit
@@ -29,6 +30,30 @@ def tanh_tile(q, k, ACC: tl.constexpr):
     """``tanh(q_i + k_j)``: ``q (BM, BA)``, ``k (BN, BA)`` -> ``(BM, BN, BA)`` in ``ACC`` (float32, or float64)."""
     z = q.to(ACC)[:, None, :] + k.to(ACC)[None, :, :]
     return 2.0 * tl.sigmoid(2.0 * z) - 1.0
+
+
+@triton.jit
+def row_views(z, S, HEADS, LENGTHS, MASK, BIAS, stride_mb, stride_mh, stride_bb, stride_bh, HAS_LEN: tl.constexpr):
+    """Batch row ``z`` (one ``(b, h)`` pair): its key length and the bases of its mask and bias views."""
+    length = S
+    if HAS_LEN:
+        length = tl.load(LENGTHS + z)
+    mask_z = MASK + (z // HEADS) * stride_mb + (z % HEADS) * stride_mh
+    bias_z = BIAS + (z // HEADS) * stride_bb + (z % HEADS) * stride_bh
+    return length, mask_z, bias_z
+
+
+@triton.jit
+def query_centres(POS_A, POS_G, z, L, rows, row_ok, HAS_AROUND: tl.constexpr, HAS_GAUSS: tl.constexpr,
+                  ACC: tl.constexpr, BM: tl.constexpr):
+    """The query tile's centres ``(BM,)``: of Luong's local window and of the local-p Gaussian (zeros when absent)."""
+    pos_a = tl.zeros((BM,), ACC)
+    if HAS_AROUND:
+        pos_a = tl.load(POS_A + z * L + rows, mask=row_ok, other=0.0)
+    pos_g = tl.zeros((BM,), ACC)
+    if HAS_GAUSS:
+        pos_g = tl.load(POS_G + z * L + rows, mask=row_ok, other=0.0)
+    return pos_a, pos_g
 
 
 @triton.jit
