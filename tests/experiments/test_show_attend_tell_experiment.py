@@ -130,3 +130,8 @@ def test_hard_starts_from_the_trained_soft_model_or_from_scratch(tmp_path, monke
         assert all(torch.allclose(seen["hard_built"][k], hard[k], atol=1e-8) for k in params)
     m = summary["metrics"]  # from scratch, the start of hard training is the fresh model
     assert (m["variance_ratio_scratch"] == m["variance_ratio_init"]) == (hard_init == "scratch")
+    # the warm start's own score (hard read of the soft weights) is what the untrained-at-1e-12 hard model scores
+    if hard_init == "soft":
+        assert (m["hard_exact_start"], m["hard_alignment_start"]) == (m["hard_exact"], m["hard_alignment"])
+    else:
+        assert "hard_exact_start" not in m
