@@ -9,7 +9,7 @@ import pytest
 from qkv.experiments import all_experiments
 from qkv.experiments.runner import run_experiment
 
-TINY = ["data.train_docs=40", "data.test_docs=12", "data.max_sentences=3", "data.max_words=5",
+TINY = ["data.train_docs=40", "data.valid_docs=10", "data.test_docs=12", "data.max_sentences=3", "data.max_words=5",
         "model.embed_dim=8", "model.hidden_dim=4", "train.max_steps=3", "train.batch_size=8",
         "train.eval_every=3", "train.checkpoint_every=3", "shown=1"]
 
@@ -41,6 +41,34 @@ def test_tiny_run_end_to_end_is_deterministic_and_resumes(tmp_path):
     assert (tmp_path / "a" / "figures" / "text_attention.png").exists()
     blocks = json.loads((tmp_path / "a" / "text_attention.json").read_text())["blocks"]
     assert [len(w) for w in blocks[0]["weights"]] == [len(s) for s in blocks[0]["sentences"]]
+
+
+def test_checkpoints_are_chosen_on_validation_documents_never_on_test(tmp_path, monkeypatch):
+    import qkv.experiments.text_attention as ta
+
+    seen = []
+    original = ta._measure
+
+    def recording(model, docs, variant):
+        seen.append(len(docs))
+        return original(model, docs, variant)
+
+    monkeypatch.setattr(ta, "_measure", recording)
+    summary = _run(tmp_path, [*TINY, "variants=additive", "train.eval_every=1"])
+    assert summary["status"] == "ok"
+    assert seen[:-1] and set(seen[:-1]) == {10}  # every evaluation during training: the 10 validation documents
+    assert seen[-1] == 12  # the reported measurement: the 12 test documents
+
+
+def test_planted_validation_documents_leave_train_and_test_unchanged():
+    from qkv.experiments.text_attention import TextDataConfig, _planted
+
+    a_train, a_valid, a_test = _planted(TextDataConfig(train_docs=30, valid_docs=5, test_docs=7), seed=1)
+    b_train, b_valid, b_test = _planted(TextDataConfig(train_docs=30, valid_docs=9, test_docs=7), seed=1)
+    assert (a_train.tokens == b_train.tokens).all() and (a_test.tokens == b_test.tokens).all()
+    assert (len(a_valid), len(b_valid)) == (5, 9)
+    with pytest.raises(ValueError, match=r"data\.valid_docs"):
+        TextDataConfig(valid_docs=1)
 
 
 @pytest.mark.slow  # ~8 s: every other variant, and the topic corpus

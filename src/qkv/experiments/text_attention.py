@@ -6,6 +6,8 @@ as decoys elsewhere, so only the contiguous phrase decides) or a topic keyword. 
 position is known, each model's attention can be scored: **attention precision** is the fraction of
 held-out documents whose top-weighted word lies inside the planted evidence (for HAN also: whose
 top-weighted sentence is the evidence sentence). Chance is the evidence's share of the words (~7 %).
+Each variant's checkpoint is chosen by accuracy on validation documents (``data.valid_docs``; for IMDB a
+seeded ``data.imdb_valid_fraction`` of its training reviews); the reported numbers are on the test documents.
 
 Variants (all: embedding, bi-GRU encoder, pooling, linear classifier; :mod:`qkv.models.text_classifier`):
 
@@ -69,6 +71,7 @@ class TextDataConfig:
 
     kind: str = "sentiment"
     train_docs: int = 8000
+    valid_docs: int = 1000  # checkpoints are chosen on these, never on the test documents
     test_docs: int = 1000
     min_sentences: int = 3
     max_sentences: int = 6
@@ -80,13 +83,16 @@ class TextDataConfig:
     imdb_max_sentences: int = 15
     imdb_max_words: int = 40
     imdb_vocab: int = 20000
+    imdb_valid_fraction: float = 0.1  # of IMDB's training reviews, held out for choosing checkpoints
 
     def __post_init__(self) -> None:
         if self.kind not in ("sentiment", "topic"):
             raise ValueError(f"data.kind must be 'sentiment' or 'topic', got {self.kind!r}")
-        if self.train_docs < 2 or self.test_docs < 2:
-            raise ValueError(f"data.train_docs and data.test_docs must be >= 2, got {self.train_docs}, "
-                             f"{self.test_docs}")
+        if min(self.train_docs, self.valid_docs, self.test_docs) < 2:
+            raise ValueError(f"data.train_docs, data.valid_docs and data.test_docs must be >= 2, got "
+                             f"{self.train_docs}, {self.valid_docs}, {self.test_docs}")
+        if not 0 < self.imdb_valid_fraction < 1:
+            raise ValueError(f"data.imdb_valid_fraction must be in (0, 1), got {self.imdb_valid_fraction}")
 
 
 @dataclass(frozen=True)
@@ -118,16 +124,24 @@ class TextAttentionConfig:
             raise ValueError(f"source must be 'planted' or 'imdb', got {self.source!r}")
 
 
-def _planted(config: TextDataConfig, seed: int) -> tuple[PlantedDocs, PlantedDocs]:
+def _planted(config: TextDataConfig, seed: int) -> tuple[PlantedDocs, PlantedDocs, PlantedDocs]:
+    """Train, validation and test documents (validation drawn last, so train and test do not depend on it)."""
     gen = torch.Generator().manual_seed(seed)
     kw = {"kind": config.kind, "min_sentences": config.min_sentences, "max_sentences": config.max_sentences,
           "min_words": config.min_words, "max_words": config.max_words, "decoy_rate": config.decoy_rate,
           "num_topics": config.num_topics, "generator": gen}
-    return make_planted_docs(config.train_docs, **kw), make_planted_docs(config.test_docs, **kw)
+    train, test = make_planted_docs(config.train_docs, **kw), make_planted_docs(config.test_docs, **kw)
+    return train, make_planted_docs(config.valid_docs, **kw), test
 
 
-def _imdb(config: TextAttentionConfig) -> tuple[PlantedDocs, PlantedDocs]:
-    """IMDB as :class:`PlantedDocs` without evidence (``sentence = -1``)."""
+def _subset(docs: PlantedDocs, idx: torch.Tensor) -> PlantedDocs:
+    return PlantedDocs(docs.tokens[idx], docs.labels[idx], docs.sentence[idx], docs.start[idx], docs.length[idx],
+                       docs.vocab, docs.num_classes)
+
+
+def _imdb(config: TextAttentionConfig, seed: int) -> tuple[PlantedDocs, PlantedDocs, PlantedDocs]:
+    """IMDB as :class:`PlantedDocs` without evidence (``sentence = -1``): train, validation (a seeded
+    ``imdb_valid_fraction`` of the training reviews) and test."""
     found = imdb.find_imdb_dir(config.data_dir or None)
     if found is None:
         raise DataUnavailable(f"aclImdb (train/pos, train/neg, ...) not found in {config.data_dir or '(no --data-dir)'}"
@@ -144,7 +158,9 @@ def _imdb(config: TextAttentionConfig) -> tuple[PlantedDocs, PlantedDocs]:
         n = len(labels)
         out.append(PlantedDocs(tokens, torch.tensor(labels), torch.full((n,), -1), torch.zeros(n, dtype=torch.long),
                                torch.zeros(n, dtype=torch.long), vocab, 2))
-    return out[0], out[1]
+    order = torch.randperm(len(out[0]), generator=torch.Generator().manual_seed(seed))
+    held = max(1, int(len(order) * config.data.imdb_valid_fraction))
+    return _subset(out[0], order[held:]), _subset(out[0], order[:held]), out[1]
 
 
 def _build(variant: str, vocab_size: int, num_classes: int, config: TextModelConfig) -> torch.nn.Module:
@@ -240,7 +256,8 @@ class TextAttention(Experiment):
         Target("han/acc", ">=", 0.97, "HAN held-out accuracy (measured 1.000)"),
     )
     quick_overrides: ClassVar[dict[str, Any]] = {
-        "data.train_docs": 1500, "data.test_docs": 300, "data.min_sentences": 2, "data.max_sentences": 4,
+        "data.train_docs": 1500, "data.valid_docs": 300, "data.test_docs": 300, "data.min_sentences": 2,
+        "data.max_sentences": 4,
         "data.min_words": 4, "data.max_words": 7, "model.embed_dim": 24, "model.hidden_dim": 16,
         "train.max_steps": 120, "train.batch_size": 32, "train.eval_every": 120, "train.warmup_steps": 10,
         "variants": ("additive", "structured", "han"),
@@ -258,7 +275,7 @@ class TextAttention(Experiment):
 
     def run(self, config: TextAttentionConfig, ctx: RunContext) -> ExperimentResult:
         real = config.source == "imdb" or bool(config.data_dir)
-        train, test = _imdb(config) if real else _planted(config.data, ctx.seed)
+        train, valid, test = _imdb(config, ctx.seed) if real else _planted(config.data, ctx.seed)
         flat_train, _, _ = train.flat()
         data = TensorBatches(docs=train.tokens, flat=flat_train, labels=train.labels)
         metrics: dict[str, float] = {}
@@ -268,7 +285,7 @@ class TextAttention(Experiment):
             ctx.seed_variant(variant)
             model = _build(variant, len(train.vocab), train.num_classes, config.model)
             fit = ctx.fit(variant, model, data, _loss, train=config.train,
-                          evaluate=lambda m, v=variant: _measure(m, test, v))
+                          evaluate=lambda m, v=variant: _measure(m, valid, v))
             got = _measure(model.cpu(), test, variant)
             metrics.update({f"{variant}/{k}": v for k, v in got.items()})
             rows.append([variant, got["acc"], got.get("precision", float("nan")),
