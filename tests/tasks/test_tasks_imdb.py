@@ -1,0 +1,53 @@
+"""``qkv.tasks.imdb``: the download checks the pinned SHA-256 before extracting; the loader reads the layout."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+
+import pytest
+
+from qkv.tasks import imdb
+
+
+def _archive() -> bytes:
+    """A two-review ``aclImdb`` tarball in the official layout."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in (("aclImdb/train/pos/0_9.txt", b"A fine film.<br />Loved it."),
+                           ("aclImdb/train/neg/1_2.txt", b"Dull. Too long.")):
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+    return buf.getvalue()
+
+
+def test_sha256_is_pinned_to_the_official_archive():
+    assert imdb.SHA256 is not None and len(imdb.SHA256) == 64 and int(imdb.SHA256, 16) >= 0
+
+
+class _FakeResponse(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_download_refuses_a_mismatch_and_extracts_a_match(tmp_path, monkeypatch):
+    payload = _archive()
+    seen = []
+
+    def fake_urlopen(request, timeout):
+        seen.append(request.full_url)
+        return _FakeResponse(payload)
+
+    monkeypatch.setattr("urllib.request.urlopen", fake_urlopen)
+    with pytest.raises(ValueError, match="SHA-256"):
+        imdb.download(tmp_path / "a")  # the pinned digest is the real archive's, not this stand-in's
+    assert not (tmp_path / "a" / "aclImdb").exists()
+    root = imdb.download(tmp_path / "b", sha256=hashlib.sha256(payload).hexdigest())
+    assert seen == [imdb.URL, imdb.URL]
+    texts, labels = imdb.load_imdb(root, "train")
+    assert sorted(labels) == [0, 1] and any("Loved it" in t for t in texts)
