@@ -135,3 +135,33 @@ def test_hard_starts_from_the_trained_soft_model_or_from_scratch(tmp_path, monke
         assert (m["hard_exact_start"], m["hard_alignment_start"]) == (m["hard_exact"], m["hard_alignment"])
     else:
         assert "hard_exact_start" not in m
+
+
+def test_hard_start_is_measured_on_the_soft_weights_before_any_hard_step(tmp_path, monkeypatch):
+    import qkv.experiments.show_attend_tell as sat
+
+    built, calls = {}, []
+    original_build, original_metrics = sat._build, sat.caption_metrics
+
+    def recording_build(config, variant):
+        model = original_build(config, variant)
+        built.setdefault(variant, model)
+        return model
+
+    def recording_metrics(captioner, data, **kw):
+        out = original_metrics(captioner, data, **kw)
+        calls.append((captioner is built.get("hard"), {k: v.clone() for k, v in captioner.state_dict().items()},
+                      out[0]["exact"]))
+        return out
+
+    monkeypatch.setattr(sat, "_build", recording_build)
+    monkeypatch.setattr(sat, "caption_metrics", recording_metrics)
+    summary = run_experiment("show-attend-tell", overrides=[*TINY, "train_hard.lr=0.05"], out=tmp_path,
+                             progress=False, log=lambda m: None)
+    soft = built["soft"].state_dict()
+    hard_calls = [(w, exact) for is_hard, w, exact in calls if is_hard]
+    first_weights, first_exact = hard_calls[0]
+    assert all(torch.equal(first_weights[k], soft[k]) for k in soft)  # before any hard step
+    assert summary["metrics"]["hard_exact_start"] == first_exact
+    last_weights = hard_calls[-1][0]
+    assert not all(torch.equal(last_weights[k], soft[k]) for k in soft)  # hard training did move the weights

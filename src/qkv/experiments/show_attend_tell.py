@@ -431,7 +431,8 @@ class ShowAttendTellExperiment(Experiment):
             captioner = _build(config, variant)
             if variant == "hard" and config.hard_init == "soft":  # warm start (module docstring); resume overrides
                 captioner.load_state_dict(trained["soft"])
-                # the soft model read at one location per word, before any hard training: what REINFORCE adds
+                # the soft weights read at one location per word, before any hard step: the baseline for what hard
+                # training (REINFORCE and the soft-read minibatches of §4.1) adds
                 start = caption_metrics(captioner, data["test"])[0]
                 metrics.update({"hard_exact_start": start["exact"], "hard_alignment_start": start["alignment"]})
                 rows.append(["hard, before its training (the soft weights)", start["exact"], start["token_acc"],

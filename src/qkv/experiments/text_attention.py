@@ -135,6 +135,7 @@ def _planted(config: TextDataConfig, seed: int) -> tuple[PlantedDocs, PlantedDoc
 
 
 def _subset(docs: PlantedDocs, idx: torch.Tensor) -> PlantedDocs:
+    """The documents ``idx`` (``(n,)`` indices) of ``docs``."""
     return PlantedDocs(docs.tokens[idx], docs.labels[idx], docs.sentence[idx], docs.start[idx], docs.length[idx],
                        docs.vocab, docs.num_classes)
 
@@ -256,9 +257,9 @@ class TextAttention(Experiment):
         Target("han/acc", ">=", 0.97, "HAN held-out accuracy (measured 1.000)"),
     )
     quick_overrides: ClassVar[dict[str, Any]] = {
-        "data.train_docs": 1500, "data.valid_docs": 300, "data.test_docs": 300, "data.min_sentences": 2,
-        "data.max_sentences": 4,
-        "data.min_words": 4, "data.max_words": 7, "model.embed_dim": 24, "model.hidden_dim": 16,
+        "data.train_docs": 1500, "data.valid_docs": 300, "data.test_docs": 300,
+        "data.min_sentences": 2, "data.max_sentences": 4, "data.min_words": 4, "data.max_words": 7,
+        "model.embed_dim": 24, "model.hidden_dim": 16,
         "train.max_steps": 120, "train.batch_size": 32, "train.eval_every": 120, "train.warmup_steps": 10,
         "variants": ("additive", "structured", "han"),
     }
