@@ -76,6 +76,9 @@ def test_run_report_and_runtime_errors(tmp_path, capsys):
     assert main(["run", "seq2seq-attention", "--quick", "--out", str(out), "--no-progress", *_sets(TINY)]) == 0
     printed = capsys.readouterr().out
     assert "exact_match/global/dot" in printed and f"report: {(out / 'index.html').resolve()}" in printed
+    # a quick run judges its quick targets; the full-run ones are listed as not checked, never as "NOT met"
+    assert "quick-run target" in printed and "\n  target " not in printed
+    assert "full-run target" in printed and "not checked in a quick run" in printed
     # an existing run is not overwritten silently
     assert main(["run", "seq2seq-attention", "--quick", "--out", str(out), "--no-progress", *_sets(TINY)]) == 1
     assert "--resume" in capsys.readouterr().err

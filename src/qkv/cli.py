@@ -145,6 +145,8 @@ def _print_summary(summary: dict) -> None:
     for t in summary["targets"]:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         kind = "quick-run target" if t.get("quick") else "target"
+        if not t.get("checked", True):  # a full-run target shown beside a quick run's own
+            kind, verdict = "full-run target", "not checked in a quick run"
         print(f"  {kind} {t['metric']} {t['op']} {t['value']:g}: {verdict}")
 
 
