@@ -51,3 +51,17 @@ def test_download_refuses_a_mismatch_and_extracts_a_match(tmp_path, monkeypatch)
     assert seen == [imdb.URL, imdb.URL]
     texts, labels = imdb.load_imdb(root, "train")
     assert sorted(labels) == [0, 1] and any("Loved it" in t for t in texts)
+
+
+def test_an_archive_found_in_data_dir_is_checked_before_extraction(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("QKV_DATA_DIR", raising=False)
+    (tmp_path / "d").mkdir()
+    payload = _archive()
+    (tmp_path / "d" / "aclImdb_v1.tar.gz").write_bytes(payload)
+    with pytest.raises(ValueError, match="SHA-256"):  # not the official archive
+        imdb.find_imdb_dir(tmp_path / "d")
+    assert not (tmp_path / "cache" / "qkv" / "imdb" / "aclImdb").exists()
+    monkeypatch.setattr(imdb, "SHA256", hashlib.sha256(payload).hexdigest())
+    root = imdb.find_imdb_dir(tmp_path / "d")
+    assert root == tmp_path / "cache" / "qkv" / "imdb" / "aclImdb" and imdb.load_imdb(root, "train")[1] == [0, 1]

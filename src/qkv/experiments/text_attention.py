@@ -245,9 +245,9 @@ class TextAttention(Experiment):
                    "structured, HAN): does the attention find the planted evidence?")
     Config = TextAttentionConfig
     targets = (  # no paper number exists for the synthetic corpus: these are this project's measured levels
-        Target("additive/acc", ">=", 0.97, "held-out accuracy, additive attention pooling (measured 1.000; "
+        Target("additive/acc", ">=", 0.97, "held-out accuracy, additive attention pooling (measured 0.999; "
                                             "synthetic corpus, no paper number)"),
-        Target("additive/precision", ">=", 0.7, "top-weighted word inside the planted phrase (measured 0.774; "
+        Target("additive/precision", ">=", 0.7, "top-weighted word inside the planted phrase (measured 0.770; "
                                                  "chance 0.067)"),
         Target("scaled-dot/precision", ">=", 0.45, "the same with the scaled dot score (measured 0.511)"),
         Target("multidim/precision", ">=", 0.85, "mean over features of the per-feature weights (measured 0.907)"),
