@@ -27,23 +27,9 @@ def test_sha256_is_pinned_to_the_official_archive():
     assert imdb.SHA256 is not None and len(imdb.SHA256) == 64 and int(imdb.SHA256, 16) >= 0
 
 
-class _FakeResponse(io.BytesIO):
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def test_download_refuses_a_mismatch_and_extracts_a_match(tmp_path, monkeypatch):
+def test_download_refuses_a_mismatch_and_extracts_a_match(tmp_path, serve_bytes):
     payload = _archive()
-    seen = []
-
-    def fake_urlopen(request, timeout):
-        seen.append(request.full_url)
-        return _FakeResponse(payload)
-
-    monkeypatch.setattr("urllib.request.urlopen", fake_urlopen)
+    seen = serve_bytes(payload)
     with pytest.raises(ValueError, match="SHA-256"):
         imdb.download(tmp_path / "a")  # the pinned digest is the real archive's, not this stand-in's
     assert not (tmp_path / "a" / "aclImdb").exists()

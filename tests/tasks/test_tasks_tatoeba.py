@@ -75,27 +75,13 @@ def test_zip_in_data_dir_is_extracted_to_cache(tmp_path, monkeypatch):
     assert len(tatoeba.load_pairs(path)) == 4
 
 
-class _FakeResponse(io.BytesIO):
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def test_download_verifies_checksum_and_extracts(tmp_path, monkeypatch):
+def test_download_verifies_checksum_and_extracts(tmp_path, serve_bytes):
     data = _zip_bytes()
-    seen = {}
-
-    def fake_urlopen(request, timeout):
-        seen["url"] = request.full_url
-        return _FakeResponse(data)
-
-    monkeypatch.setattr("urllib.request.urlopen", fake_urlopen)
+    seen = serve_bytes(data)
     with pytest.raises(ValueError, match="SHA-256"):
         tatoeba.download(tmp_path / "c1", sha256="0" * 64)
     assert not (tmp_path / "c1" / "fra.txt").exists()
     path = tatoeba.download(tmp_path / "c2", sha256=hashlib.sha256(data).hexdigest())
-    assert seen["url"] == tatoeba.URL
+    assert seen[-1] == tatoeba.URL
     assert tatoeba.load_pairs(path)[0] == ("Go.", "Va !")
     assert hashlib.sha256(data).hexdigest() in (tmp_path / "c2" / "fra-eng.zip.sha256").read_text()

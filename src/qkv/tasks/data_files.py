@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["cache_dir", "checked_data_dir", "fetch", "search_roots"]
+__all__ = ["cache_dir", "check_sha256", "checked_data_dir", "fetch", "search_roots"]
 
 
 def cache_dir(name: str) -> Path:
@@ -68,7 +68,16 @@ def fetch(url: str, *, sha256: str | None, timeout: float = 60.0, user_agent: st
     request = urllib.request.Request(url, headers={"User-Agent": user_agent})
     with urllib.request.urlopen(request, timeout=timeout) as response:  # the loaders' fixed https URLs
         data = response.read()
+    check_sha256(data, sha256, what=url)
+    return data
+
+
+def check_sha256(data: bytes, sha256: str | None, *, what: str) -> None:
+    """Refuse ``data`` (named ``what`` in the error) unless its SHA-256 is ``sha256``; no check when it is unknown.
+
+    Raises:
+        ValueError: the digests differ.
+    """
     digest = hashlib.sha256(data).hexdigest()
     if sha256 and digest != sha256.lower():
-        raise ValueError(f"{url}: SHA-256 is {digest}, expected {sha256}; not using it")
-    return data
+        raise ValueError(f"{what}: SHA-256 is {digest}, expected {sha256}; not using it")

@@ -14,7 +14,6 @@ pads to ``(B, N, T)`` with at most ``max_sentences`` x ``max_words``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tarfile
@@ -48,12 +47,6 @@ def _is_layout(path: Path) -> bool:
     return (path / "train" / "pos").is_dir() and (path / "train" / "neg").is_dir()
 
 
-def _check_archive(archive: Path, sha256: str | None) -> None:
-    """Refuse ``archive`` unless its SHA-256 is ``sha256`` (no check when ``None``)."""
-    if sha256 is not None and (digest := hashlib.sha256(archive.read_bytes()).hexdigest()) != sha256.lower():
-        raise ValueError(f"{archive}: SHA-256 {digest} does not match the expected {sha256} (not aclImdb_v1.tar.gz?)")
-
-
 def find_imdb_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """The ``aclImdb`` folder in ``data_dir``, ``$QKV_DATA_DIR`` or the cache (extracting an archive found there).
 
@@ -68,7 +61,7 @@ def find_imdb_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None
                 return candidate
         archive = place / "aclImdb_v1.tar.gz"
         if archive.is_file():
-            _check_archive(archive, SHA256)
+            data_files.check_sha256(archive.read_bytes(), SHA256, what=str(archive))
             with tarfile.open(archive) as tar:
                 tar.extractall(cache_dir(), filter="data")
             if _is_layout(cache_dir() / "aclImdb"):
@@ -129,7 +122,7 @@ def download(dest_dir: str | os.PathLike[str] | None = None, *, sha256: str | No
     if not archive.exists():
         atomic_write_bytes(archive, data_files.fetch(URL, sha256=sha256, timeout=600.0))
     else:
-        _check_archive(archive, sha256)
+        data_files.check_sha256(archive.read_bytes(), sha256, what=str(archive))
     with tarfile.open(archive) as tar:
         tar.extractall(dest, filter="data")
     return dest / "aclImdb"
