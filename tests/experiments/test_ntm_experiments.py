@@ -24,7 +24,7 @@ TINY = {
                  "train.batch_size=4", "train.eval_every=3", "lstm_train.max_steps=3", "lstm_train.batch_size=4",
                  "lstm_train.eval_every=3"],
 }
-TINY["ntm-repeat-copy"] = [*TINY["ntm-copy"], "data.max_repeats=2"]
+TINY["ntm-repeat-copy"] = [*TINY["ntm-copy"], "data.max_repeats=2", "data.curriculum=12"]
 TINY["ntm-associative-recall"] = [*[o for o in TINY["ntm-copy"] if not o.startswith("data.test_sizes")],
                                   "data.min_size=2", "data.item_len=1", "data.test_sizes=2,4,6"]
 
@@ -52,6 +52,13 @@ def test_validation_and_heldout_sets_follow_the_training_distribution():
     assert not torch.equal(torch.cat([b.inputs[:, :1] for b in batches]), torch.cat([b.inputs[:, :1] for b in other]))
     copy = _training_batches("copy", d, 5, seed=101)  # one repeat count: one batch per length
     assert [b.inputs.shape for b in copy] == [(5, 2 * L + 1, 5) for L in (1, 2, 3)]
+
+
+def test_a_bad_curriculum_is_refused_with_its_name():
+    with pytest.raises(ValueError, match=r"data\.curriculum must .* got -1"):
+        AlgorithmicDataConfig(curriculum=-1)
+    with pytest.raises(ValueError, match=r"data\.curriculum_on must .* got 'length'"):
+        AlgorithmicDataConfig(curriculum=500, curriculum_on="length")
 
 
 def _check_run(name, out, summary):

@@ -47,7 +47,9 @@ def _bag_loop(table: torch.Tensor, words: torch.Tensor, encoding: str, scale: fl
 
 
 def _reference(model: MemN2N, story, query, linear=False):
-    """Eq. 1-3 transcribed with loops: embeddings, p_i = softmax(u^T m_i), o = sum p_i c_i, u <- (H) u + o."""
+    """Eq. 1-3 transcribed with loops: embeddings, p_i = softmax(u^T m_i), o = sum p_i c_i, u <- (H) u + o.
+
+    With ``empty_memories`` the softmax also counts the ``memory_size - n`` empty slots, each with score 0."""
     enc = model.encoding
     tabs = list(model.word)
     mask = (story != 0).any(-1)
@@ -62,7 +64,8 @@ def _reference(model: MemN2N, story, query, linear=False):
             m = torch.stack([_bag_loop(tabs[ia], story[b, i], enc) + model.time[ia][n - 1 - i] for i in range(n)])
             c = torch.stack([_bag_loop(tabs[ic], story[b, i], enc) + model.time[ic][n - 1 - i] for i in range(n)])
             s = torch.stack([u @ m[i] for i in range(n)])
-            p = s if linear else torch.exp(s) / torch.exp(s).sum()
+            empty = model.memory_size - n if model.empty_memories else 0  # zero vectors: exp(0) each
+            p = s if linear else torch.exp(s) / (torch.exp(s).sum() + empty)
             o = sum(p[i] * c[i] for i in range(n))
             u = (model.H(u) if model.tying == "layerwise" else u) + o
             ps.append(F.pad(p, (0, story.shape[1] - n)))
@@ -123,8 +126,9 @@ def test_position_encoding_distinguishes_word_order_and_bow_does_not():
 @pytest.mark.parametrize("tying", ["adjacent", "layerwise"])
 @pytest.mark.parametrize("hops", [1, 3])
 @pytest.mark.parametrize("linear", [False, True])
-def test_network_equals_equations_1_to_3_transcribed(tying, hops, linear):
-    model = _model(tying=tying, hops=hops)
+@pytest.mark.parametrize("empty_memories", [False, True])
+def test_network_equals_equations_1_to_3_transcribed(tying, hops, linear, empty_memories):
+    model = _model(tying=tying, hops=hops, empty_memories=empty_memories)
     story, query = _inputs()
     out = model(story, query, linear=linear)
     logits, p = _reference(model, story, query, linear=linear)
@@ -148,6 +152,28 @@ def test_each_hop_is_one_attend_call(linear):
         u = u + read.output[:, 0]
     torch.testing.assert_close(out.state, u)
     torch.testing.assert_close(out.logits, u @ model.word[-1].t())
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_with_empty_memories_each_hop_is_one_attend_call_over_the_full_memory(linear):
+    """The story's slots (padding zeroed) then memory_size - S zero slots, no mask; the weights keep the story's."""
+    model = _model(hops=3, empty_memories=True)
+    story, query = _inputs()
+    mask = (story != 0).any(-1)
+    out = model(story, query, linear=linear)
+    full = [torch.cat([m * mask[..., None], torch.zeros(B, model.memory_size - S, D, dtype=m.dtype)], 1)
+            for m in model.memories(story)]  # (B, memory_size, d)
+    u = model.embed_query(query)
+    for hop in range(3):
+        read = attend(u[:, None], full[hop], full[hop + 1], score="dot", normalize=LINEAR if linear else "softmax",
+                      return_weights=True)
+        torch.testing.assert_close(out.weights[:, hop], read.weights[:, 0, :S] * mask)  # padding's share not shown
+        u = u + read.output[:, 0]
+    torch.testing.assert_close(out.logits, u @ model.word[-1].t())
+    if not linear:  # the empty slots took some of the attention
+        assert torch.all(out.weights.sum(-1) < 1)
+    with pytest.raises(ValueError, match="memory_size=8"):
+        model(torch.ones(B, 9, J, dtype=torch.long), query)
 
 
 def test_linear_start_removes_the_softmax():
@@ -196,8 +222,9 @@ def test_layerwise_tying_shares_tables_and_applies_H():
     assert not torch.allclose(model(story, query).logits, out.logits)
 
 
-def test_padding_slots_change_nothing():
-    model = _model()
+@pytest.mark.parametrize("empty_memories", [False, True])
+def test_padding_slots_change_nothing(empty_memories):
+    model = _model(empty_memories=empty_memories)
     story, query = _inputs()
     wider = torch.cat([story, torch.zeros(B, 2, J, dtype=story.dtype)], 1)  # (B, S + 2, J)
     a, b = model(story, query), model(wider, query)

@@ -66,6 +66,34 @@ def test_seeded_and_stream_deterministic_with_one_size_per_batch():
     assert rc["inputs"].shape[-1] == 5 and rc["targets"].shape[-1] == 4
 
 
+def test_a_curriculum_grows_the_sizes_and_counts_with_the_position_in_the_stream():
+    s = AlgorithmicStream("repeat_copy", count=1000, min_size=1, max_size=4, width=3, seed=0, min_repeats=2,
+                          max_repeats=5, curriculum=500)
+    assert s.ordered and not AlgorithmicStream("copy", count=10, min_size=1, max_size=2, width=1, seed=0).ordered
+    caps = [s.limits(i) for i in range(1000)]
+    assert caps[0] == (1, 2) and caps[499] == (4, 5) and all(c == (4, 5) for c in caps[500:])
+    assert caps == sorted(caps)  # never shrinks
+    # every size of 1..4 (and count of 2..5) is the cap for an equal share of the curriculum
+    assert [sum(c[0] == k for c in caps[:500]) for k in (1, 2, 3, 4)] == [125] * 4
+    assert [sum(c[1] == k for c in caps[:500]) for k in (2, 3, 4, 5)] == [125] * 4
+    # the drawn sequences obey the caps: repeat copy is T = L + 1 + nL + 1 steps
+    steps = {i: s.batch(torch.tensor([i, i + 1]))["inputs"].shape[1] for i in range(0, 1000, 7)}
+    assert steps[0] == 1 + 1 + 2 + 1  # L = 1, n = 2 at the start
+    assert all(t <= (s.limits(i)[0]) * (s.limits(i)[1] + 1) + 2 for i, t in steps.items())
+    assert max(steps.values()) == 4 * 6 + 2  # the full range is reached
+    # a curriculum on one range leaves the other whole from the start
+    on_repeats = AlgorithmicStream("repeat_copy", count=1000, min_size=1, max_size=4, width=3, seed=0, min_repeats=2,
+                                   max_repeats=5, curriculum=500, curriculum_on="repeats")
+    on_size = AlgorithmicStream("repeat_copy", count=1000, min_size=1, max_size=4, width=3, seed=0, min_repeats=2,
+                                max_repeats=5, curriculum=500, curriculum_on="size")
+    assert [on_repeats.limits(i) for i in range(1000)] == [(4, c[1]) for c in caps]
+    assert [on_size.limits(i) for i in range(1000)] == [(c[0], 5) for c in caps]
+    with pytest.raises(ValueError, match="curriculum"):
+        AlgorithmicStream("copy", count=10, min_size=1, max_size=2, width=1, seed=0, curriculum=-1)
+    with pytest.raises(ValueError, match="curriculum_on"):
+        AlgorithmicStream("copy", count=10, min_size=1, max_size=2, width=1, seed=0, curriculum=5, curriculum_on="x")
+
+
 def test_dims_and_errors():
     assert task_dims("copy", 8) == (9, 8)
     assert task_dims("repeat_copy", 8) == (10, 9)

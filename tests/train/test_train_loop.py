@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 
@@ -282,6 +283,30 @@ def test_sharded_sampler_splits_each_epoch_between_ranks():
                                                                                       .manual_seed(4)))
     with pytest.raises(ValueError, match="rank"):
         ShardedSampler(10, 3, seed=0, rank=2, world_size=2)
+
+
+def test_an_ordered_source_is_taken_in_index_order_by_fit():
+    from qkv.train.loop import ShardedSampler
+
+    ordered = ShardedSampler(10, 4, seed=4, ordered=True)
+    assert [ordered.indices(s).tolist() for s in range(4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [0, 1, 2, 3]]
+
+    class Ordered(TensorBatches):
+        ordered = True
+
+        def __init__(self, **tensors: torch.Tensor) -> None:
+            super().__init__(**tensors)
+            self.seen: list[list[int]] = []
+
+        def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+            self.seen.append(indices.tolist())
+            return super().batch(indices)
+
+    data = _problem()
+    src = Ordered(**data.tensors)
+    fit(_model(), src, _loss, config=dataclasses.replace(CFG, max_steps=3), seed=0, progress=False)
+    n, b = len(src), CFG.batch_size
+    assert src.seen == [list(range(s * b, min(n, (s + 1) * b))) for s in range(3)]
 
 
 def test_only_the_main_process_writes(tmp_path):

@@ -35,7 +35,14 @@ from qkv.experiments.registry import register
 from qkv.memory.memn2n import MemN2N
 from qkv.memory.ntm import NTM, addressing, readwrite
 from qkv.models.lstm_baseline import LSTMBaseline
-from qkv.tasks.algorithmic_memory import AlgorithmicBatch, AlgorithmicStream, make_batch, task_dims
+from qkv.tasks.algorithmic_memory import (
+    CURRICULA,
+    AlgorithmicBatch,
+    AlgorithmicStream,
+    Curriculum,
+    make_batch,
+    task_dims,
+)
 from qkv.train.loop import TrainConfig
 from qkv.viz.mpl import pyplot
 
@@ -51,7 +58,11 @@ class AlgorithmicDataConfig:
     ``min_repeats..max_repeats`` (repeat copy); ``eval_count`` validation sequences per training size (they pick
     the kept weights), ``test_count`` held-out sequences per training size (the headline numbers; both drawn from
     the training distribution, repeat counts uniform in ``min_repeats..max_repeats``), and the generalisation sizes
-    ``test_sizes`` with ``test_count`` sequences each (at ``test_repeats`` repeats)."""
+    ``test_sizes`` with ``test_count`` sequences each (at ``test_repeats`` repeats). ``curriculum``: the number of
+    the NTM's training sequences over which the largest size and count grow from the smallest to the largest
+    (:class:`~qkv.tasks.algorithmic_memory.AlgorithmicStream`; 0: the whole range from the start), ``curriculum_on``
+    what grows: ``"size"``, ``"repeats"`` or ``"both"``. The LSTM baseline always trains on the whole range: on
+    repeat copy a curriculum made it worse (99 against 90 wrong bits per sequence)."""
 
     width: int = 8
     min_size: int = 1
@@ -65,8 +76,14 @@ class AlgorithmicDataConfig:
     test_count: int = 64
     test_repeats: int = 1
     trace_size: int = 20
+    curriculum: int = 0
+    curriculum_on: Curriculum = "both"
 
     def __post_init__(self) -> None:
+        if self.curriculum < 0:
+            raise ValueError(f"data.curriculum must be a number of sequences >= 0, got {self.curriculum}")
+        if self.curriculum_on not in CURRICULA:
+            raise ValueError(f"data.curriculum_on must be one of {CURRICULA}, got {self.curriculum_on!r}")
         if not 1 <= self.min_size <= self.max_size:
             raise ValueError(f"need 1 <= data.min_size <= data.max_size, got {self.min_size}, {self.max_size}")
         if not self.test_sizes or min(self.test_sizes) < 1:
@@ -171,7 +188,9 @@ class AlgorithmicMemoryExperiment(Experiment):
             stream = AlgorithmicStream(self.task, count=train.max_steps * train.batch_size, min_size=d.min_size,
                                        max_size=d.max_size, width=d.width, seed=ctx.seed,
                                        min_repeats=d.min_repeats, max_repeats=d.max_repeats,
-                                       repeat_scale=d.repeat_scale, item_len=d.item_len)
+                                       repeat_scale=d.repeat_scale, item_len=d.item_len,
+                                       curriculum=d.curriculum if variant == "ntm" else 0,
+                                       curriculum_on=d.curriculum_on)
             ctx.seed_variant(variant)
             model = self.build(config, variant)
             t0 = time.perf_counter()

@@ -29,6 +29,13 @@ Options, as in the paper:
   indices as if 10% empty memories had been inserted at random (training only).
 * ``tying``: ``"adjacent"`` (:math:`A^{k+1} = C^k`, :math:`W^\\top = C^K`, :math:`B = A^1`, likewise for ``T``)
   or ``"layerwise"`` (:math:`A^1 = A^2 = \\dots`, :math:`C^1 = C^2 = \\dots`, with the linear map ``H``).
+* ``empty_memories`` (not in the paper; the authors' code): the memory always has ``memory_size`` slots, and
+  the slots the story leaves empty hold the nil word, whose embeddings are zero. So they take part in every
+  hop's softmax as zero vectors (score :math:`u^\top 0 = 0`, read 0): a hop can put its attention on
+  "nothing", and its read shrinks when no statement matches. With ``empty_memories=True`` the read is
+  ``attend(u, m', c', score="dot", mask=None)`` over the story's slots (padding zeroed) followed by
+  ``memory_size - S`` zero slots. On the real bAbI tasks 6, 9 and 10 (yes/no, negation, "maybe") it cut the
+  validation error of one run from 20 / 25 / 28 % to 7 / 9 / 4 % (``memn2n-babi``).
 * linear start (LS, §4.2): ``forward(..., linear=True)`` removes the softmax of every hop, i.e. the read is
   ``attend(u, m, c, score="dot", mask=memory_mask, normalize=Custom(identity))`` with
   :math:`p_i = u^\\top m_i` (masked slots 0); the caller reinserts it when the validation loss stops falling.
@@ -127,7 +134,8 @@ class MemN2NOutput:
 
     Attributes:
         logits: ``(B, V)`` answer scores :math:`W(o^K + u^K)` (the softmax is the loss's).
-        weights: ``(B, K, S)`` each hop's attention over the memory slots.
+        weights: ``(B, K, S)`` each hop's attention over the story's statements (0 on padding; with
+            ``empty_memories`` the rest, ``1 - sum``, went to the empty slots).
         state: ``(B, d)`` the final controller state :math:`o^K + u^K`.
     """
 
@@ -150,12 +158,14 @@ class MemN2N(nn.Module):
         init_std: the Gaussian initialisation's standard deviation (0.1 in the paper).
         position_scale: a factor on the PE weights :math:`l_{kj}` (1: the paper's formula; the authors'
             code is about 2, see the module docstring). Unused with ``encoding="bow"``.
+        empty_memories: the slots up to ``memory_size`` that the story leaves empty are attended as zero
+            vectors, as in the authors' code (see the module docstring); False: they are masked out.
     """
 
     def __init__(self, vocab_size: int, *, embed_dim: int = 20, hops: int = 3, memory_size: int = 50,
                  encoding: Literal["position", "bow"] = "position", temporal: bool = True,
                  tying: Literal["adjacent", "layerwise"] = "adjacent", init_std: float = 0.1,
-                 position_scale: float = 1.0) -> None:
+                 position_scale: float = 1.0, empty_memories: bool = False) -> None:
         super().__init__()
         for name, value, low in (("vocab_size", vocab_size, 2), ("embed_dim", embed_dim, 1), ("hops", hops, 1),
                                  ("memory_size", memory_size, 1)):
@@ -171,7 +181,9 @@ class MemN2N(nn.Module):
             raise ValueError(f"MemN2N: init_std must be > 0, got {init_std!r}")
         if not (isinstance(position_scale, (int, float)) and math.isfinite(position_scale) and position_scale > 0):
             raise ValueError(f"MemN2N: position_scale must be a finite number > 0, got {position_scale!r}")
-        self.position_scale = float(position_scale)
+        if not isinstance(empty_memories, bool):
+            raise TypeError(f"MemN2N: empty_memories must be a bool, got {type(empty_memories).__name__}")
+        self.position_scale, self.empty_memories = float(position_scale), empty_memories
         self.vocab_size, self.embed_dim, self.hops, self.memory_size = vocab_size, embed_dim, hops, memory_size
         self.encoding, self.temporal, self.tying = encoding, temporal, tying
         # Adjacent: tables E_0..E_K with A^k = E_{k-1}, C^k = E_k, B = E_0, W = E_K^T.
@@ -283,21 +295,28 @@ class MemN2N(nn.Module):
         if story.dim() != 3 or query.dim() != 2 or story.shape[0] != query.shape[0]:
             raise ValueError(f"MemN2N: story must be (B, S, J) and query (B, Jq), got {tuple(story.shape)} and "
                              f"{tuple(query.shape)}")
-        if story.shape[1] > self.memory_size and self.time is not None:
+        if story.shape[1] > self.memory_size and (self.time is not None or self.empty_memories):
             raise ValueError(f"MemN2N: story has {story.shape[1]} slots, more than memory_size={self.memory_size}")
         mask = (story != 0).any(-1) if memory_mask is None else memory_mask
         if mask.shape != story.shape[:2]:
             raise ValueError(f"MemN2N: memory_mask must be {tuple(story.shape[:2])}, got {tuple(mask.shape)}")
         mems = self.memories(story, time)
+        S = story.shape[1]
+        read_mask: Tensor | None = mask[:, None, :]  # (B, 1, S)
+        if self.empty_memories:  # zero the padding and append the empty slots: every slot is attended
+            empty = story.new_zeros((), dtype=mems[0].dtype).expand(*mask.shape[:1], self.memory_size - S,
+                                                                     self.embed_dim)  # (B, memory_size - S, d)
+            mems = [torch.cat([m * mask[..., None], empty], 1) for m in mems]  # (B, memory_size, d)
+            read_mask = None
         u = self.embed_query(query)  # (B, d)
         normalize = LINEAR if linear else "softmax"
         weights = []
         for hop in range(self.hops):
             m, c = (mems[hop], mems[hop + 1]) if self.tying == "adjacent" else (mems[0], mems[1])
-            read = attend(u[:, None, :], m, c, score="dot", mask=mask[:, None, :], normalize=normalize,
-                          return_weights=True)  # output (B, 1, d), weights (B, 1, S)
+            read = attend(u[:, None, :], m, c, score="dot", mask=read_mask, normalize=normalize,
+                          return_weights=True)  # output (B, 1, d), weights (B, 1, S or memory_size)
             o = read.output[:, 0]  # (B, d)
-            weights.append(read.weights[:, 0])
+            weights.append(read.weights[:, 0, :S] * mask)  # the story's statements (B, S)
             u = (self.H(u) if self.tying == "layerwise" else u) + o
         logits = u @ self.word[-1].t() if self.tying == "adjacent" else self.W(u)  # (B, V)
         return MemN2NOutput(logits, torch.stack(weights, 1), u)  # weights (B, K, S)

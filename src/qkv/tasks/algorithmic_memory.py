@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-__all__ = ["TASKS", "AlgorithmicBatch", "AlgorithmicStream", "associative_recall", "copy", "make_batch",
-           "repeat_copy", "task_dims"]
+__all__ = ["CURRICULA", "TASKS", "AlgorithmicBatch", "AlgorithmicStream", "Curriculum", "associative_recall", "copy",
+           "make_batch", "repeat_copy", "task_dims"]
 
 TASKS = ("copy", "repeat_copy", "associative_recall")
+Curriculum = Literal["size", "repeats", "both"]  # what an AlgorithmicStream curriculum grows
+CURRICULA: tuple[Curriculum, ...] = get_args(Curriculum)
 
 
 @dataclass
@@ -140,10 +143,17 @@ class AlgorithmicStream:
     ``batch(indices)`` draws ``len(indices)`` fresh examples from a generator seeded by ``(seed, indices[0])``,
     with one size uniform in ``[min_size, max_size]`` (and, for repeat copy, one count in ``[min_repeats,
     max_repeats]``) for the whole batch.
+
+    ``curriculum`` > 0 makes the stream a curriculum: the largest size and count drawn (``curriculum_on``:
+    ``"size"``, ``"repeats"`` or ``"both"``; the other stays at its largest) grow linearly with the position
+    ``indices[0]`` from ``min_size`` and ``min_repeats`` at the start to ``max_size`` and ``max_repeats`` after
+    ``curriculum`` sequences, each value of the range taking an equal share (:meth:`limits`); the stream then sets
+    ``ordered`` so that :func:`~qkv.train.loop.fit` takes its examples in index order.
     """
 
     def __init__(self, task: str, *, count: int, min_size: int, max_size: int, width: int, seed: int,
-                 min_repeats: int = 1, max_repeats: int = 1, repeat_scale: float = 10.0, item_len: int = 3) -> None:
+                 min_repeats: int = 1, max_repeats: int = 1, repeat_scale: float = 10.0, item_len: int = 3,
+                 curriculum: int = 0, curriculum_on: Curriculum = "both") -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if not 1 <= _check("min_size", min_size) <= _check("max_size", max_size):
@@ -153,14 +163,33 @@ class AlgorithmicStream:
         self.task, self.count, self.width, self.seed = task, _check("count", count), _check("width", width), seed
         self.sizes, self.repeats = (min_size, max_size), (min_repeats, max_repeats)
         self.repeat_scale, self.item_len = repeat_scale, item_len
+        if curriculum < 0:
+            raise ValueError(f"curriculum must be a number of sequences >= 0, got {curriculum}")
+        if curriculum_on not in CURRICULA:
+            raise ValueError(f"curriculum_on must be one of {CURRICULA}, got {curriculum_on!r}")
+        self.curriculum, self.curriculum_on = curriculum, curriculum_on
+        self.ordered = curriculum > 0
 
     def __len__(self) -> int:
         return self.count
 
+    def limits(self, index: int) -> tuple[int, int]:
+        """The largest size and repeat count drawn for the batch that starts at ``index``."""
+        if not self.curriculum:
+            return self.sizes[1], self.repeats[1]
+
+        def grow(lo: int, hi: int, on: str) -> int:
+            if self.curriculum_on not in (on, "both"):
+                return hi
+            return lo + min(hi - lo, index * (hi - lo + 1) // self.curriculum)  # integers: exact at the boundaries
+
+        return grow(*self.sizes, "size"), grow(*self.repeats, "repeats")
+
     def batch(self, indices: Tensor) -> dict[str, Tensor]:
         digest = hashlib.sha256(f"{self.seed}/{int(indices[0])}".encode()).digest()
         g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-        size = int(torch.randint(self.sizes[0], self.sizes[1] + 1, (1,), generator=g))
-        repeats = int(torch.randint(self.repeats[0], self.repeats[1] + 1, (1,), generator=g))
+        max_size, max_repeats = self.limits(int(indices[0]))
+        size = int(torch.randint(self.sizes[0], max_size + 1, (1,), generator=g))
+        repeats = int(torch.randint(self.repeats[0], max_repeats + 1, (1,), generator=g))
         return make_batch(self.task, len(indices), size, width=self.width, repeats=repeats,
                           repeat_scale=self.repeat_scale, item_len=self.item_len, generator=g).as_dict()

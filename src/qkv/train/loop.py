@@ -156,7 +156,12 @@ def lr_at(step: int, config: TrainConfig) -> float:
 
 
 class BatchSource(Protocol):
-    """What :func:`fit` trains on: ``len`` examples, and a batch for a tensor of indices."""
+    """What :func:`fit` trains on: ``len`` examples, and a batch for a tensor of indices.
+
+    A source may also set ``ordered = True``: its examples are then taken in index order (``0, 1, 2, ...``)
+    instead of a seeded permutation, for sources whose index is a position in a schedule (a curriculum,
+    :class:`qkv.tasks.algorithmic_memory.AlgorithmicStream`).
+    """
 
     def __len__(self) -> int: ...
 
@@ -259,7 +264,8 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 class ShardedSampler:
-    """The data order: a fresh seeded permutation of ``range(n)`` each epoch, cut into batches.
+    """The data order: a fresh seeded permutation of ``range(n)`` each epoch (``range(n)`` itself when
+    ``ordered``), cut into batches.
 
     With ``world_size > 1`` every rank draws the same permutation (same seed) and takes its
     shard ``perm[rank::world_size]``, as :class:`torch.utils.data.DistributedSampler` does; with
@@ -270,9 +276,11 @@ class ShardedSampler:
         batch_size: examples per step per rank (capped at the shard's size).
         seed: seeds the data-order generator.
         rank, world_size: this process's shard.
+        ordered: take the examples in index order (a curriculum's source), not permuted.
     """
 
-    def __init__(self, n: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, n: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
+                 ordered: bool = False) -> None:
         if n < 1:
             raise ValueError("fit: the training set is empty")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -284,13 +292,14 @@ class ShardedSampler:
         self.batch_size = min(batch_size, shard)
         self.steps_per_epoch = math.ceil(shard / self.batch_size)
         self.generator = torch.Generator().manual_seed(seed)
+        self.ordered = ordered
         self.perm: torch.Tensor | None = None
 
     def indices(self, step: int) -> torch.Tensor:
         """The example indices of optimizer step ``step`` (0-based)."""
         pos = step % self.steps_per_epoch
         if pos == 0 or self.perm is None:
-            self.perm = torch.randperm(self.n, generator=self.generator)
+            self.perm = torch.arange(self.n) if self.ordered else torch.randperm(self.n, generator=self.generator)
         shard = self.perm[self.rank :: self.world_size]
         return shard[pos * self.batch_size : (pos + 1) * self.batch_size]
 
@@ -397,7 +406,8 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 _LossModule(self.model, loss_fn), device_ids=ids, find_unused_parameters=True,
             )  # broadcasts rank 0's parameters; averages gradients in backward
-        self.sampler = ShardedSampler(len(data), batch_size, seed=seed, rank=rank, world_size=world_size)
+        self.sampler = ShardedSampler(len(data), batch_size, seed=seed, rank=rank, world_size=world_size,
+                                      ordered=bool(getattr(data, "ordered", False)))
         self.opt = torch.optim.AdamW(
             self.params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
         )
