@@ -57,6 +57,8 @@ def test_validation_and_heldout_sets_follow_the_training_distribution():
 def test_a_bad_curriculum_is_refused_with_its_name():
     with pytest.raises(ValueError, match=r"data\.curriculum must .* got -1"):
         AlgorithmicDataConfig(curriculum=-1)
+    with pytest.raises(ValueError, match=r"data\.curriculum must .* got 0\.5"):  # a count, not a fraction
+        AlgorithmicDataConfig(curriculum=0.5)
     with pytest.raises(ValueError, match=r"data\.curriculum_on must .* got 'length'"):
         AlgorithmicDataConfig(curriculum=500, curriculum_on="length")
 
@@ -109,9 +111,28 @@ def test_tiny_copy_run_end_to_end_with_the_memory_compare_page(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ntm-repeat-copy", "ntm-associative-recall"])
-def test_tiny_run_end_to_end(name, tmp_path):
+def test_tiny_run_end_to_end(name, tmp_path, monkeypatch):
+    from qkv.experiments import ntm_copy
+
+    made = []  # the curriculum of each model's stream: the NTM's (repeat copy: TINY's 12), never the LSTM's
+
+    class Recorded(ntm_copy.AlgorithmicStream):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.curriculum)
+
+    monkeypatch.setattr(ntm_copy, "AlgorithmicStream", Recorded)
     summary = run_experiment(name, overrides=TINY[name], out=tmp_path, progress=False, log=lambda m: None)
     _check_run(name, tmp_path, summary)
+    assert made == ([12, 0] if name == "ntm-repeat-copy" else [0, 0])
+
+
+def test_a_curriculum_longer_than_the_training_stream_is_refused(tmp_path):
+    from qkv.experiments.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.curriculum \(25 sequences\) is longer .* 6 x 4"):
+        run_experiment("ntm-repeat-copy", overrides=[*TINY["ntm-repeat-copy"], "data.curriculum=25"], out=tmp_path,
+                       progress=False, log=lambda m: None)
 
 
 def test_memory_compare_notes_quote_both_models_read_and_write():

@@ -172,8 +172,22 @@ def test_with_empty_memories_each_hop_is_one_attend_call_over_the_full_memory(li
     torch.testing.assert_close(out.logits, u @ model.word[-1].t())
     if not linear:  # the empty slots took some of the attention
         assert torch.all(out.weights.sum(-1) < 1)
-    with pytest.raises(ValueError, match="memory_size=8"):
-        model(torch.ones(B, 9, J, dtype=torch.long), query)
+    with pytest.raises(ValueError, match="memory_size=8"):  # without time tables too
+        _model(empty_memories=True, temporal=False)(torch.ones(B, 9, J, dtype=torch.long), query)
+
+
+def test_with_empty_memories_a_full_memory_is_plain_softmax():
+    """A story that fills all memory_size slots leaves no empty slot: the weights sum to 1 and match eq. 1-3."""
+    story, query = _inputs()
+    full = story.clone()
+    full[:, :, 0] = torch.arange(1, S + 1).clamp_max(V - 1)  # every slot a statement: S = memory_size
+    torch.manual_seed(0)
+    model = MemN2N(V, embed_dim=D, memory_size=S, empty_memories=True).double()
+    out = model(full, query)
+    torch.testing.assert_close(out.weights.sum(-1), torch.ones(B, 3, dtype=torch.float64))
+    logits, p = _reference(model, full, query)
+    torch.testing.assert_close(out.logits, logits)
+    torch.testing.assert_close(out.weights, p)
 
 
 def test_linear_start_removes_the_softmax():

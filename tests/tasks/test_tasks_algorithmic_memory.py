@@ -88,8 +88,9 @@ def test_a_curriculum_grows_the_sizes_and_counts_with_the_position_in_the_stream
                                 max_repeats=5, curriculum=500, curriculum_on="size")
     assert [on_repeats.limits(i) for i in range(1000)] == [(4, c[1]) for c in caps]
     assert [on_size.limits(i) for i in range(1000)] == [(c[0], 5) for c in caps]
-    with pytest.raises(ValueError, match="curriculum"):
-        AlgorithmicStream("copy", count=10, min_size=1, max_size=2, width=1, seed=0, curriculum=-1)
+    for bad in (-1, 0.5, True):
+        with pytest.raises(ValueError, match="curriculum must be an int >= 0"):
+            AlgorithmicStream("copy", count=10, min_size=1, max_size=2, width=1, seed=0, curriculum=bad)
     with pytest.raises(ValueError, match="curriculum_on"):
         AlgorithmicStream("copy", count=10, min_size=1, max_size=2, width=1, seed=0, curriculum=5, curriculum_on="x")
 

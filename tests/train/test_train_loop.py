@@ -290,6 +290,12 @@ def test_an_ordered_source_is_taken_in_index_order_by_fit():
 
     ordered = ShardedSampler(10, 4, seed=4, ordered=True)
     assert [ordered.indices(s).tolist() for s in range(4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [0, 1, 2, 3]]
+    second = ShardedSampler(10, 2, seed=4, rank=1, world_size=2, ordered=True)  # rank 1 of 2: every other index
+    assert [second.indices(s).tolist() for s in range(3)] == [[1, 3], [5, 7], [9]]
+    shuffled = ShardedSampler(10, 4, seed=4)
+    shuffled.indices(0)
+    ordered.load_state(shuffled.state(), "ck")  # a saved permutation does not reorder an ordered source
+    assert ordered.indices(1).tolist() == [4, 5, 6, 7]
 
     class Ordered(TensorBatches):
         ordered = True

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import torch
 
 from qkv.experiments.base import Experiment, ExperimentResult, Figure, RunContext, Table, Target
+from qkv.experiments.config import ConfigError
 from qkv.experiments.ntm_common import mean_cost, pad_batches, sequence_cost, sequence_loss, trace_example
 from qkv.experiments.registry import register
 from qkv.memory.memn2n import MemN2N
@@ -80,8 +81,8 @@ class AlgorithmicDataConfig:
     curriculum_on: Curriculum = "both"
 
     def __post_init__(self) -> None:
-        if self.curriculum < 0:
-            raise ValueError(f"data.curriculum must be a number of sequences >= 0, got {self.curriculum}")
+        if isinstance(self.curriculum, bool) or not isinstance(self.curriculum, int) or self.curriculum < 0:
+            raise ValueError(f"data.curriculum must be a number of sequences >= 0, got {self.curriculum!r}")
         if self.curriculum_on not in CURRICULA:
             raise ValueError(f"data.curriculum_on must be one of {CURRICULA}, got {self.curriculum_on!r}")
         if not 1 <= self.min_size <= self.max_size:
@@ -177,6 +178,10 @@ class AlgorithmicMemoryExperiment(Experiment):
 
     def run(self, config: Any, ctx: RunContext) -> ExperimentResult:
         d = config.data
+        if d.curriculum > config.train.max_steps * config.train.batch_size:
+            raise ConfigError(f"data.curriculum ({d.curriculum} sequences) is longer than the NTM's training stream "
+                              f"(train.max_steps x train.batch_size = {config.train.max_steps} x "
+                              f"{config.train.batch_size}): the whole task would never be trained")
         # validation (picks the kept weights) and held-out test (the headline numbers): separate seeds
         # (padded into few batches: the same costs, far fewer per-step calls — see ntm_common.pad_batches)
         eval_sets = pad_batches(_training_batches(self.task, d, d.eval_count, ctx.seed * 7919 + 101))

@@ -29,13 +29,13 @@ Options, as in the paper:
   indices as if 10% empty memories had been inserted at random (training only).
 * ``tying``: ``"adjacent"`` (:math:`A^{k+1} = C^k`, :math:`W^\\top = C^K`, :math:`B = A^1`, likewise for ``T``)
   or ``"layerwise"`` (:math:`A^1 = A^2 = \\dots`, :math:`C^1 = C^2 = \\dots`, with the linear map ``H``).
-* ``empty_memories`` (not in the paper; the authors' code): the memory always has ``memory_size`` slots, and
-  the slots the story leaves empty hold the nil word, whose embeddings are zero. So they take part in every
-  hop's softmax as zero vectors (score :math:`u^\top 0 = 0`, read 0): a hop can put its attention on
-  "nothing", and its read shrinks when no statement matches. With ``empty_memories=True`` the read is
-  ``attend(u, m', c', score="dot", mask=None)`` over the story's slots (padding zeroed) followed by
-  ``memory_size - S`` zero slots. On the real bAbI tasks 6, 9 and 10 (yes/no, negation, "maybe") it cut the
-  validation error of one run from 20 / 25 / 28 % to 7 / 9 / 4 % (``memn2n-babi``).
+* ``empty_memories`` (not in the paper; the authors' code): the memory always has ``memory_size`` slots (the
+  authors: the longest training story, at most 50), and the slots a story leaves empty hold the nil word, whose
+  embeddings are zero. So they take part in every hop's softmax as zero vectors (score :math:`u^\\top 0 = 0`,
+  read 0): a hop can put its attention on "nothing", and its read shrinks when no statement matches. With
+  ``empty_memories=True`` the read is ``attend(u, m', c', score="dot", mask=None)`` over the story's slots
+  (those off ``memory_mask`` zeroed: they count as empty, they are not removed) followed by
+  ``memory_size - S`` zero slots. Measured in ``memn2n-babi``.
 * linear start (LS, §4.2): ``forward(..., linear=True)`` removes the softmax of every hop, i.e. the read is
   ``attend(u, m, c, score="dot", mask=memory_mask, normalize=Custom(identity))`` with
   :math:`p_i = u^\\top m_i` (masked slots 0); the caller reinserts it when the validation loss stops falling.
@@ -285,7 +285,8 @@ class MemN2N(nn.Module):
         Args:
             story: ``(B, S, J)`` word ids of the statements, oldest first (0 = padding).
             query: ``(B, Jq)`` word ids of the question.
-            memory_mask: ``(B, S)`` True on real statements (default: slots with a word).
+            memory_mask: ``(B, S)`` True on real statements (default: slots with a word); with ``empty_memories``
+                the other slots are attended as empty (zero) slots instead of being left out.
             time: ``(B, S)`` time indices (default :meth:`default_time`; :func:`temporal_noise` for RN).
             linear: linear start, the hops without softmax.
 
@@ -304,8 +305,7 @@ class MemN2N(nn.Module):
         S = story.shape[1]
         read_mask: Tensor | None = mask[:, None, :]  # (B, 1, S)
         if self.empty_memories:  # zero the padding and append the empty slots: every slot is attended
-            empty = story.new_zeros((), dtype=mems[0].dtype).expand(*mask.shape[:1], self.memory_size - S,
-                                                                     self.embed_dim)  # (B, memory_size - S, d)
+            empty = mems[0].new_zeros(mask.shape[0], self.memory_size - S, self.embed_dim)  # (B, memory_size - S, d)
             mems = [torch.cat([m * mask[..., None], empty], 1) for m in mems]  # (B, memory_size, d)
             read_mask = None
         u = self.embed_query(query)  # (B, d)
@@ -316,7 +316,8 @@ class MemN2N(nn.Module):
             read = attend(u[:, None, :], m, c, score="dot", mask=read_mask, normalize=normalize,
                           return_weights=True)  # output (B, 1, d), weights (B, 1, S or memory_size)
             o = read.output[:, 0]  # (B, d)
-            weights.append(read.weights[:, 0, :S] * mask)  # the story's statements (B, S)
+            w = read.weights[:, 0, :S]  # (B, S)
+            weights.append(w * mask if self.empty_memories else w)  # the story's statements only
             u = (self.H(u) if self.tying == "layerwise" else u) + o
         logits = u @ self.word[-1].t() if self.tying == "adjacent" else self.W(u)  # (B, V)
         return MemN2NOutput(logits, torch.stack(weights, 1), u)  # weights (B, K, S)

@@ -163,8 +163,7 @@ class AlgorithmicStream:
         self.task, self.count, self.width, self.seed = task, _check("count", count), _check("width", width), seed
         self.sizes, self.repeats = (min_size, max_size), (min_repeats, max_repeats)
         self.repeat_scale, self.item_len = repeat_scale, item_len
-        if curriculum < 0:
-            raise ValueError(f"curriculum must be a number of sequences >= 0, got {curriculum}")
+        _check("curriculum", curriculum, low=0)  # a number of sequences
         if curriculum_on not in CURRICULA:
             raise ValueError(f"curriculum_on must be one of {CURRICULA}, got {curriculum_on!r}")
         self.curriculum, self.curriculum_on = curriculum, curriculum_on

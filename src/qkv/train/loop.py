@@ -316,6 +316,8 @@ class ShardedSampler:
         except (KeyError, RuntimeError, TypeError) as e:
             raise CheckpointError(f"checkpoint {path!r}: unusable data-order generator state ({e})") from None
         perm = tensors.get("data.perm")
+        if self.ordered:  # index order whatever was saved
+            perm = None
         self.perm = None if perm is None else check_permutation(perm, self.n, path=path)
 
 
