@@ -176,12 +176,15 @@ class AlgorithmicMemoryExperiment(Experiment):
                        shift_range=n.shift_range, memory_init=n.memory_init, state_grad_clip=n.state_grad_clip)
         return LSTMBaseline(X, Y, hidden_dim=config.lstm.hidden_dim, layers=config.lstm.layers)
 
-    def run(self, config: Any, ctx: RunContext) -> ExperimentResult:
+    def check(self, config: Any, *, offline: bool = False) -> None:
         d = config.data
         if d.curriculum > config.train.max_steps * config.train.batch_size:
             raise ConfigError(f"data.curriculum ({d.curriculum} sequences) is longer than the NTM's training stream "
                               f"(train.max_steps x train.batch_size = {config.train.max_steps} x "
                               f"{config.train.batch_size}): the whole task would never be trained")
+
+    def run(self, config: Any, ctx: RunContext) -> ExperimentResult:
+        d = config.data
         # validation (picks the kept weights) and held-out test (the headline numbers): separate seeds
         # (padded into few batches: the same costs, far fewer per-step calls — see ntm_common.pad_batches)
         eval_sets = pad_batches(_training_batches(self.task, d, d.eval_count, ctx.seed * 7919 + 101))

@@ -16,7 +16,7 @@ sees 192,000 sequences: 6,000 updates of 32, AdamW at 5e-3 with 200 warm-up step
 the parameters' gradient clipped to norm 10 and the gradient through its state to 1 per step
 (:mod:`qkv.memory.ntm.gradclip`), on a **curriculum over the repeat count**: the first 64,000 sequences start with
 one repetition (plain copy, every length) and admit one more repetition every 6,400 sequences
-(``data.curriculum``, ``data.curriculum_on="repeats"``); from then on, the whole task.
+(``data.curriculum``, ``data.curriculum_on="repeats"``; all 10 from 57,600 on).
 
 Why the LSTM controller: with the feed-forward controller (the earlier default) the NTM learns the loop but, measured
 at 88,000 sequences, gets the first vector of every repetition after the first wrong (about 4 of its 8 bits, chance:
@@ -28,9 +28,10 @@ sequence where it keeps short sequences in its controller and does not use the m
 10-vector sequence once); leaving it is a matter of the seed. Measured with seed 0: without the curriculum the run
 left the plateau after 54,000 sequences and ended at 4.3 wrong bits after 128,000; with the curriculum it learned
 to copy through the memory first, left the plateau after ~70,000 sequences and fell faster: 1.5 after 128,000
-(4,000 updates), 0 on validation after 170,000 of this 6,000-update schedule. Seeds 1 and 2 stayed on the plateau
-with and without the curriculum (stopped after 2,200-4,700 updates): the curriculum shortens the way down once the
-memory is in use, it does not make leaving the plateau certain.
+(4,000 updates), 0 on validation after 170,000 of this 6,000-update schedule. Seed 1 (without and with the
+curriculum, and without the state-gradient bound) and seed 2 (with it) stayed on the plateau and were stopped after
+2,400-3,700 updates, and so did seed 0 without the curriculum on an 8,000-update schedule (4,700 updates): the
+curriculum shortens the way down once the memory is in use; leaving the plateau depends on the seed and the schedule.
 
 Why no NaN any more: a 12,000-step run died at step 2,058 (float32 overflow inside the backward pass of a
 112-step sequence, see :mod:`qkv.memory.ntm.gradclip`); the state's gradient bound fixes it. The LSTM baseline
